@@ -1,0 +1,1 @@
+"""The flusher: turns spool events into Ara API calls and ships them (one-shot, daemon, CLI)."""

@@ -1,0 +1,241 @@
+"""The `ara-spool` command: emit, flush, status, env, verify."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from flusher.config import Config, ConfigError
+from spool import schema, writer
+from spool.paths import UnsafeRunId, UnsafeSpoolPath, check_run_id
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+EXIT_AUTH = 4
+EXIT_QUARANTINED = 5
+EXIT_BUSY = 6
+
+log = logging.getLogger("ara_spool")
+
+
+def _fail(message: str, code: int = EXIT_ERROR) -> int:
+    print(f"ara-spool: {message}", file=sys.stderr)
+    return code
+
+
+def _config(args: argparse.Namespace) -> Config:
+    cfg = Config.from_env()
+    if getattr(args, "server", None):
+        cfg.server = args.server
+    if getattr(args, "spool_dir", None):
+        cfg.spool_dir = Path(args.spool_dir)
+    if getattr(args, "insecure", False):
+        cfg.insecure = True
+    if getattr(args, "ca_bundle", None):
+        cfg.ca_bundle = args.ca_bundle
+    if getattr(args, "api_timeout", None):
+        cfg.timeout = args.api_timeout
+    if getattr(args, "concurrency", None):
+        cfg.concurrency = args.concurrency
+    cfg.check()
+    return cfg
+
+
+# -- emit -------------------------------------------------------------------------------------
+def cmd_emit(args: argparse.Namespace) -> int:
+    run_id = args.run or os.environ.get("ARA_RUN_ID")
+    if not run_id:
+        return _fail("emit needs --run ID (or ARA_RUN_ID)", EXIT_USAGE)
+    details: Any = {}
+    if args.details is not None:
+        try:
+            details = json.loads(args.details)
+        except ValueError as exc:
+            return _fail(f"--details is not valid JSON: {exc}", EXIT_USAGE)
+    body: dict[str, Any] = {"task": args.task, "status": args.status, "host": args.host, "details": details}
+    if args.duration is not None:
+        if args.duration < 0:
+            return _fail("--duration must not be negative", EXIT_USAGE)
+        body["duration"] = args.duration
+    if args.changed:
+        body["changed"] = True
+    cfg_dir = Path(args.spool_dir) if args.spool_dir else None
+    writer.append(run_id, "event", body, spool_dir=cfg_dir)
+    return EXIT_OK
+
+
+# -- flush ------------------------------------------------------------------------------------
+def _exit_code(outcomes: list[Any]) -> int:
+    statuses = {o.status for o in outcomes}
+    for status, code in (("auth", EXIT_AUTH), ("error", EXIT_ERROR), ("unreachable", EXIT_UNREACHABLE),
+                         ("busy", EXIT_BUSY)):
+        if status in statuses:
+            return code
+    if any(o.quarantined for o in outcomes):
+        return EXIT_QUARANTINED
+    return EXIT_OK
+
+
+def cmd_flush(args: argparse.Namespace) -> int:
+    from flusher import oneshot
+    from flusher.progress import Progress
+
+    cfg = _config(args)
+    for run_id in args.run or []:
+        check_run_id(run_id)
+    if args.follow:
+        from flusher.daemon import run_daemon
+
+        return run_daemon(cfg)
+    progress = Progress(cfg, args.run, enabled=not args.quiet)
+    try:
+        outcomes = asyncio.run(oneshot.flush(
+            cfg, args.run, timeout=args.timeout, until_end=args.until_end,
+            wait_if_busy=not args.no_wait, on_progress=progress.update,
+        ))
+    except KeyboardInterrupt:
+        return _fail("interrupted; what was not shipped stays in the spool", EXIT_UNREACHABLE)
+    finally:
+        progress.close()
+    code = _exit_code(outcomes)
+    for o in outcomes:
+        if o.status in ("auth", "error", "unreachable", "busy"):
+            detail = o.message or o.status
+            if o.status == "unreachable":
+                detail = f"Ara unreachable, spool kept: {detail}"
+            print(f"ara-spool: run {o.run_id}: {detail}", file=sys.stderr)
+        elif o.quarantined:
+            print(f"ara-spool: run {o.run_id}: {o.quarantined} line(s) quarantined, see "
+                  f"{cfg.spool_dir}/{o.run_id}.rejected.jsonl", file=sys.stderr)
+    if not args.quiet and code == EXIT_OK and outcomes:
+        shipped = sum(o.shipped for o in outcomes)
+        print(f"ara-spool: {shipped} event(s) shipped for {len(outcomes)} run(s) to {cfg.display_server}",
+              file=sys.stderr)
+    return code
+
+
+# -- status -----------------------------------------------------------------------------------
+def cmd_status(args: argparse.Namespace) -> int:
+    from flusher.status import collect, render_table
+
+    cfg = _config(args)
+    rows = collect(cfg, args.run)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(render_table(rows))
+    return EXIT_OK
+
+
+# -- env --------------------------------------------------------------------------------------
+def cmd_env(args: argparse.Namespace) -> int:
+    from handlers import env_lines
+
+    print("\n".join(env_lines(shell=args.shell)))
+    return EXIT_OK
+
+
+# -- verify -----------------------------------------------------------------------------------
+def cmd_verify(args: argparse.Namespace) -> int:
+    from flusher.verify import verify
+
+    cfg = _config(args)
+    report, ok = verify(cfg, args.run, repair=args.repair)
+    print(json.dumps(report, indent=2) if args.json else "\n".join(r["summary"] for r in report))
+    return EXIT_OK if ok else EXIT_QUARANTINED
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ara-spool",
+        description="Durable, non-blocking audit trail from Ansible to Ara: "
+        "spool events, ship them in order, exactly once.",
+    )
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp: argparse.ArgumentParser, api: bool = True) -> None:
+        sp.add_argument("--spool-dir", help="spool directory (default $ARA_SPOOL_DIR or ~/.local/state/ara-spool)")
+        if api:
+            sp.add_argument("--server", help="Ara API server URL (default $ARA_API_SERVER or http://127.0.0.1:8000)")
+            sp.add_argument("--insecure", action="store_true", help="do not verify TLS certificates")
+            sp.add_argument("--ca-bundle", help="CA file for TLS verification")
+            sp.add_argument("--api-timeout", type=float, help="seconds per request (default $ARA_API_TIMEOUT or 30)")
+
+    e = sub.add_parser("emit", help="spool one explicit event (task, status, host, duration, details)")
+    e.add_argument("--run", help="run id (default $ARA_RUN_ID)")
+    e.add_argument("--task", required=True, help="task name shown in Ara")
+    e.add_argument("--host", required=True, help="host name shown in Ara")
+    e.add_argument("--status", required=True, choices=["ok", "failed", "skipped", "unreachable"])
+    e.add_argument("--duration", type=float, help="seconds the step took")
+    e.add_argument("--details", help="JSON stored as the result's content")
+    e.add_argument("--changed", action="store_true", help="mark the result changed")
+    common(e, api=False)
+    e.set_defaults(func=cmd_emit)
+
+    f = sub.add_parser("flush", help="ship pending events to Ara")
+    f.add_argument("--run", action="append", help="only this run (repeatable); default all pending")
+    f.add_argument("--timeout", type=float, help="give up after this many seconds (spool kept)")
+    f.add_argument("--until-end", action="store_true", help="follow the named runs until their run_end is shipped")
+    f.add_argument("--follow", action="store_true", help="daemon: ship every run as it grows, until SIGTERM")
+    f.add_argument("--no-wait", action="store_true", help="return at once if another flusher holds a run")
+    f.add_argument("--concurrency", type=int, help="runs shipped at once (default 4)")
+    f.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    common(f)
+    f.set_defaults(func=cmd_flush)
+
+    s = sub.add_parser("status", help="per run: pending, shipped, quarantined, last error, Ara link")
+    s.add_argument("--run", action="append", help="only this run (repeatable)")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    common(s)
+    s.set_defaults(func=cmd_status)
+
+    v = sub.add_parser("env", help="print the exports that enable the callback, action plugin and role")
+    v.add_argument("--shell", choices=["sh", "fish"], default="sh")
+    v.set_defaults(func=cmd_env)
+
+    r = sub.add_parser("verify", help="check each spool (parse, schema, order, torn tail, state)")
+    r.add_argument("--run", action="append", help="only this run (repeatable)")
+    r.add_argument("--repair", action="store_true", help="move bad lines and a torn tail into quarantine")
+    r.add_argument("--json", action="store_true", help="machine-readable output")
+    common(r)
+    r.set_defaults(func=cmd_verify)
+    return p
+
+
+def setup_logging(verbosity: int) -> None:
+    level = os.environ.get("ARA_SPOOL_LOG_LEVEL")
+    if not level:
+        level = "WARNING" if verbosity == 0 else "INFO" if verbosity == 1 else "DEBUG"
+    # Under systemd, journald stamps each line: no timestamp of our own.
+    fmt = "%(levelname)s %(name)s: %(message)s" if os.environ.get("JOURNAL_STREAM") else \
+        "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=level.upper(), format=fmt, stream=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        return _fail(f"configuration: {exc}", EXIT_USAGE)
+    except (UnsafeRunId, UnsafeSpoolPath) as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except schema.SchemaError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except OSError as exc:
+        return _fail(f"{exc.filename or ''}: {exc.strerror or exc}", EXIT_ERROR)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,349 @@
+"""Pure mapping from spool events to Ara REST calls: data in, data out, no I/O.
+
+`plan(event, ids, hints)` is a generator: it yields the Calls one event needs, in order, and
+receives each call's response object (created, or found again in Ara by the call's Lookup). It
+records the Ara ids it learns in `ids`, so later events reuse them. The shipper drives it, and does
+all the I/O, retries and reconciliation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from spool.schema import parse_time
+from spool.state import AraIds
+from spool.writer import truncate_content
+
+API = "/api/v1"
+# Ara refuses bodies over 2,621,440 bytes; leave room for the rest of a result's fields.
+MAX_CONTENT_BYTES = 2_400_000
+MAX_FIELD = 255
+PLACEHOLDER_CONTENT = "# recorded by ara-spool: the source of this file was not captured\n"
+# Namespace for ids we derive (explicit events' play and tasks): stable across restarts.
+NAMESPACE = uuid.UUID("5f0f3a53-6a1c-4c52-9b0c-6d2b7c0e4a11")
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """How to find, in Ara, the object a create call may already have made.
+
+    GET path?params, then keep objects with id > min_id whose fields equal `equal` (times are
+    compared as instants); the lowest id wins.
+    """
+
+    path: str
+    params: dict[str, Any]
+    equal: dict[str, Any] = field(default_factory=dict)
+    min_id: int = 0
+
+
+@dataclass(frozen=True)
+class Call:
+    """One Ara API request."""
+
+    method: str
+    path: str
+    body: dict[str, Any] | None = None
+    creates: bool = False  # a POST that makes a new row each time (no idempotency in Ara)
+    lookup: Lookup | None = None  # how to find that row again after a crash or a lost response
+    lookup_first: bool = False  # always look before creating (run identity)
+
+
+Plan = Generator[Call, dict[str, Any], None]
+
+
+@dataclass
+class Hints:
+    """What the shipper has already read beyond the current event: task uuid -> its task_end."""
+
+    task_ends: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def run_label(run_id: str) -> str:
+    return f"run_id:{run_id}"
+
+
+def _clip(value: Any, limit: int = MAX_FIELD) -> Any:
+    if isinstance(value, str) and len(value) > limit:
+        return value[: limit - 1] + "…"
+    return value
+
+
+def _clip_path(path: str) -> str:
+    # Keep the end of a long path: the file name is what a reader needs.
+    return path if len(path) <= MAX_FIELD else "…" + path[-(MAX_FIELD - 1):]
+
+
+def _labels(run_id: str, body: dict[str, Any]) -> list[str]:
+    labels = [run_label(run_id)]
+    for label in body.get("labels") or []:
+        labels.append(str(label))
+    metadata = body.get("metadata") or {}
+    if isinstance(metadata, dict):
+        for key, value in metadata.items():
+            labels.append(f"{key}:{value}")
+    seen: set[str] = set()
+    out = []
+    for label in labels:
+        label = label[:254]
+        if label.lower() not in seen:
+            seen.add(label.lower())
+            out.append(label)
+    return out
+
+
+def playbook_body(run_id: str, body: dict[str, Any] | None, started: str | None) -> dict[str, Any]:
+    """POST /playbooks body for a run (from its run_start, or a stand-in when there is none)."""
+    body = body or {}
+    out: dict[str, Any] = {
+        "path": _clip_path(str(body.get("path") or f"ara-spool:{run_id}")),
+        "ansible_version": _clip(str(body.get("ansible_version") or "unknown")),
+        "name": _clip(body.get("name") or None),
+        "status": "running",
+        "labels": _labels(run_id, body),
+        "arguments": body.get("arguments") or {},
+    }
+    for key in ("controller", "user", "python_version", "client_version"):
+        if body.get(key):
+            out[key] = _clip(str(body[key]))
+    if started:
+        out["started"] = started
+    return out
+
+
+def ensure_playbook(run_id: str, ids: AraIds, body: dict[str, Any] | None, ts: str) -> Plan:
+    """The run's playbook: found by its run_id label (any earlier flush, flusher or controller)
+    or created with that label."""
+    if ids.playbook is not None:
+        return
+    resp = yield Call(
+        "POST",
+        f"{API}/playbooks",
+        playbook_body(run_id, body, ts),
+        creates=True,
+        lookup=Lookup(f"{API}/playbooks", {"label": run_label(run_id), "order": "id"}),
+        lookup_first=True,
+    )
+    ids.playbook = resp["id"]
+
+
+def ensure_play(run_id: str, ids: AraIds, play_uuid: str, name: str | None, ts: str) -> Plan:
+    if play_uuid in ids.plays:
+        return
+    yield from ensure_playbook(run_id, ids, None, ts)
+    resp = yield Call(
+        "POST",
+        f"{API}/plays",
+        {"uuid": play_uuid, "name": _clip(name), "playbook": ids.playbook, "status": "running", "started": ts},
+        creates=True,
+        lookup=Lookup(f"{API}/plays", {"playbook": ids.playbook, "uuid": play_uuid, "order": "id"}),
+    )
+    ids.plays[play_uuid] = resp["id"]
+    if resp.get("status") == "running":
+        ids.open_plays[play_uuid] = resp["id"]
+
+
+def _file_key(path: str, sha1: str) -> str:
+    return f"{path}\0{sha1}"
+
+
+def ensure_file(run_id: str, ids: AraIds, path: str, content: str | None, ts: str) -> Plan:
+    """A file row for path. Ara keeps one row per (path, playbook) and answers 500 to the same path
+    with other content, so another version of a path (a re-run after an edit) gets its own path."""
+    if content is None:
+        if path in ids.file_paths:
+            return
+        content = PLACEHOLDER_CONTENT
+    if not content.strip():
+        content = PLACEHOLDER_CONTENT  # Ara refuses a blank file
+    sha1 = hashlib.sha1(content.encode("utf-8", "surrogatepass")).hexdigest()
+    key = _file_key(path, sha1)
+    if key in ids.files:
+        ids.file_paths[path] = sha1
+        return
+    yield from ensure_playbook(run_id, ids, None, ts)
+    ara_path = path if path not in ids.file_paths else f"{path}@{sha1[:12]}"
+    body = {"playbook": ids.playbook, "path": _clip_path(ara_path), "content": content}
+    resp = yield Call("POST", f"{API}/files", body)
+    ids.files[key] = resp["id"]
+    ids.file_paths[path] = sha1
+
+
+def _file_id(ids: AraIds, path: str) -> int:
+    return ids.files[_file_key(path, ids.file_paths[path])]
+
+
+def ensure_task(run_id: str, ids: AraIds, task: dict[str, Any], ts: str, hints: Hints) -> Plan:
+    """The task row. When its task_end is already read, create it finished (one request less)."""
+    task_uuid = task["uuid"]
+    if task_uuid in ids.tasks:
+        return
+    yield from ensure_play(run_id, ids, task["play_uuid"], None, ts)
+    path = str(task.get("path") or "ara-spool:events")
+    yield from ensure_file(run_id, ids, path, None, ts)
+    body: dict[str, Any] = {
+        "uuid": task_uuid,
+        "name": task.get("name"),
+        "action": task.get("action") or "unknown",
+        "lineno": int(task.get("lineno") or 0),
+        "handler": bool(task.get("handler", False)),
+        "tags": task.get("tags") or [],
+        "play": ids.plays[task["play_uuid"]],
+        "file": _file_id(ids, path),
+        "playbook": ids.playbook,
+        "status": "running",
+        "started": ts,
+    }
+    end = hints.task_ends.get(task_uuid)
+    if end is not None:
+        body["status"] = end["task"]["status"]
+        body["ended"] = end["ts"]
+    resp = yield Call(
+        "POST", f"{API}/tasks", body, creates=True,
+        lookup=Lookup(f"{API}/tasks", {"playbook": ids.playbook, "uuid": task_uuid, "order": "id"}),
+    )
+    ids.tasks[task_uuid] = resp["id"]
+    if resp.get("status") == "running":
+        ids.open_tasks[task_uuid] = resp["id"]
+
+
+def ensure_host(run_id: str, ids: AraIds, name: str, ts: str) -> Plan:
+    if name in ids.hosts:
+        return
+    yield from ensure_playbook(run_id, ids, None, ts)
+    # Ara's hosts are get-or-create on (name, playbook): a replay returns the same row.
+    resp = yield Call("POST", f"{API}/hosts", {"name": _clip(name), "playbook": ids.playbook})
+    ids.hosts[name] = resp["id"]
+
+
+def post_result(run_id: str, ids: AraIds, r: dict[str, Any], task: dict[str, Any], ts: str, hints: Hints) -> Plan:
+    yield from ensure_task(run_id, ids, task, ts, hints)
+    yield from ensure_host(run_id, ids, r["host"], ts)
+    delegated = []
+    for name in r.get("delegated_to") or []:
+        if name and name != r["host"]:
+            yield from ensure_host(run_id, ids, name, ts)
+            delegated.append(ids.hosts[name])
+    task_id, host_id = ids.tasks[task["uuid"]], ids.hosts[r["host"]]
+    body = {
+        "playbook": ids.playbook,
+        "play": ids.plays[task["play_uuid"]],
+        "task": task_id,
+        "host": host_id,
+        "status": r["status"],
+        "changed": bool(r.get("changed", False)),
+        "ignore_errors": bool(r.get("ignore_errors", False)),
+        "started": r["started"],
+        "ended": r["ended"],
+        "content": truncate_content(r.get("content", {}), MAX_CONTENT_BYTES),
+    }
+    if delegated:
+        body["delegated_to"] = delegated
+    resp = yield Call(
+        "POST", f"{API}/results", body, creates=True,
+        # Ara has no idempotency key: a result this run already made is one with a higher id than
+        # any result recorded before it, for the same task and host, with the same start instant.
+        lookup=Lookup(
+            f"{API}/results",
+            {"playbook": ids.playbook, "task": task_id, "host": host_id, "order": "-id", "limit": 20},
+            equal={"started": r["started"]},
+            min_id=ids.last_result,
+        ),
+    )
+    ids.last_result = max(ids.last_result, resp["id"])
+
+
+def explicit_play_uuid(run_id: str) -> str:
+    return str(uuid.uuid5(NAMESPACE, f"{run_id}:events"))
+
+
+def explicit_task_uuid(run_id: str, play_uuid: str, name: str) -> str:
+    return str(uuid.uuid5(NAMESPACE, f"{run_id}:{play_uuid}:{name}"))
+
+
+def explicit_result(run_id: str, ev: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], str | None]:
+    """The seed's explicit event (task/status/host/duration/details) as a task and a result."""
+    body = ev["event"]
+    play_uuid = body.get("play_uuid") or explicit_play_uuid(run_id)
+    name = str(body["task"])
+    task = {
+        "uuid": explicit_task_uuid(run_id, play_uuid, name),
+        "name": name,
+        "action": body.get("action") or "ara_spool_event",
+        "path": body.get("path") or "ara-spool:events",
+        "lineno": body.get("lineno") or 0,
+        "handler": bool(body.get("handler", False)),
+        "play_uuid": play_uuid,
+    }
+    ended = parse_time(ev["ts"])
+    duration = body.get("duration")
+    started = ended - timedelta(seconds=float(duration)) if duration else ended
+    details = body.get("details")
+    result = {
+        "host": str(body["host"]),
+        "status": body["status"],
+        "changed": bool(body.get("changed", False)),
+        "ignore_errors": bool(body.get("ignore_errors", False)),
+        "started": started.isoformat(timespec="microseconds"),
+        "ended": ended.isoformat(timespec="microseconds"),
+        "content": details if details is not None else {},
+        "delegated_to": body.get("delegated_to") or [],
+    }
+    play_name = None if body.get("play_uuid") else "ara-spool events"
+    return task, result, play_name
+
+
+def plan(ev: dict[str, Any], ids: AraIds, hints: Hints | None = None) -> Plan:
+    """The Ara calls for one validated spool event, in order."""
+    hints = hints or Hints()
+    run_id, kind, ts = ev["run"], ev["kind"], ev["ts"]
+    if kind == "run_start":
+        body = ev["playbook"]
+        yield from ensure_playbook(run_id, ids, body, ts)
+        # Also when the playbook already existed (a re-run with the same id): running again.
+        yield Call("PATCH", f"{API}/playbooks/{ids.playbook}", {"status": "running"})
+    elif kind == "file":
+        yield from ensure_file(run_id, ids, str(ev["file"]["path"]), str(ev["file"]["content"]), ts)
+    elif kind == "play_start":
+        yield from ensure_play(run_id, ids, ev["play"]["uuid"], ev["play"].get("name"), ts)
+    elif kind == "task_start":
+        yield from ensure_task(run_id, ids, ev["task"], ts, hints)
+    elif kind == "result":
+        r = ev["result"]
+        task = {"uuid": r["task_uuid"], "play_uuid": r["play_uuid"], "name": r.get("task_name"),
+                "action": r.get("action"), "path": r.get("path"), "lineno": r.get("lineno")}
+        yield from post_result(run_id, ids, r, task, ts, hints)
+    elif kind == "event":
+        task, result, play_name = explicit_result(run_id, ev)
+        yield from ensure_play(run_id, ids, task["play_uuid"], play_name, ts)
+        yield from post_result(run_id, ids, result, task, ts, hints)
+    elif kind == "task_end":
+        task_id = ids.open_tasks.pop(ev["task"]["uuid"], None)
+        if task_id is not None:
+            yield Call("PATCH", f"{API}/tasks/{task_id}", {"status": ev["task"]["status"], "ended": ts})
+    elif kind == "play_end":
+        play_id = ids.open_plays.pop(ev["play"]["uuid"], None)
+        if play_id is not None:
+            yield Call("PATCH", f"{API}/plays/{play_id}", {"status": ev["play"]["status"], "ended": ts})
+    elif kind == "host_stats":
+        for host, counters in ev["stats"].items():
+            yield from ensure_host(run_id, ids, host, ts)
+            fields = {k: int(counters.get(k, 0) or 0) for k in ("ok", "changed", "failed", "skipped", "unreachable")}
+            yield Call("PATCH", f"{API}/hosts/{ids.hosts[host]}", fields)
+    elif kind == "run_end":
+        status = ev["end"]["status"]
+        yield from ensure_playbook(run_id, ids, None, ts)
+        # Whatever the run left open ends with it: expired if the run was cut short.
+        leftover = "expired" if status == "expired" else "completed"
+        for task_uuid, task_id in list(ids.open_tasks.items()):
+            yield Call("PATCH", f"{API}/tasks/{task_id}", {"status": leftover, "ended": ts})
+            del ids.open_tasks[task_uuid]
+        for play_uuid, play_id in list(ids.open_plays.items()):
+            yield Call("PATCH", f"{API}/plays/{play_id}", {"status": leftover, "ended": ts})
+            del ids.open_plays[play_uuid]
+        yield Call("PATCH", f"{API}/playbooks/{ids.playbook}", {"status": status, "ended": ts})

@@ -1,0 +1,83 @@
+"""One-shot flush: ship what is pending for all runs (or the named ones), then return."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable, Iterable
+
+from flusher.client import AraClient
+from flusher.config import Config
+from flusher.shipper import Outcome, RunShipper
+from spool import state as state_mod
+from spool.lock import is_locked
+from spool.paths import RunPaths, ensure_spool_dir, list_runs
+
+
+def _spool_size(paths: RunPaths) -> int:
+    try:
+        return os.stat(paths.spool, follow_symlinks=False).st_size
+    except FileNotFoundError:
+        return 0
+
+
+def pending_runs(cfg: Config) -> list[str]:
+    """Runs with lines past their checkpoint, or a run_end not yet shipped."""
+    out = []
+    for run_id in list_runs(cfg.spool_dir):
+        paths = RunPaths.of(cfg.spool_dir, run_id)
+        st = state_mod.read_state_quiet(paths)
+        if st is None or st.offset < _spool_size(paths) or not st.clean:
+            out.append(run_id)
+    return out
+
+
+async def wait_for_holder(paths: RunPaths, deadline: float | None, until_end: bool) -> Outcome:
+    """Another flusher holds the run: wait (bounded) until it has passed the spool's current end."""
+    target = _spool_size(paths)
+    while True:
+        st = state_mod.read_state_quiet(paths)
+        if st is not None and st.offset >= target and (st.ended or not until_end):
+            return Outcome(paths.run_id, "done", message="shipped by another flusher", playbook=st.ids.playbook)
+        if deadline is not None and time.monotonic() >= deadline:
+            return Outcome(paths.run_id, "busy",
+                           message="another flusher holds the run and had not shipped it all in time")
+        if not is_locked(paths):
+            return Outcome(paths.run_id, "retry")
+        await asyncio.sleep(0.1)
+
+
+async def flush(
+    cfg: Config,
+    run_ids: Iterable[str] | None = None,
+    *,
+    timeout: float | None = None,
+    until_end: bool = False,
+    wait_if_busy: bool = True,
+    on_progress: Callable[[str, int], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> list[Outcome]:
+    """Ship the named runs (default: every run with something pending), several at once."""
+    ensure_spool_dir(cfg.spool_dir)
+    runs = list(run_ids) if run_ids else pending_runs(cfg)
+    paths_list = [RunPaths.of(cfg.spool_dir, r) for r in runs]
+    deadline = time.monotonic() + timeout if timeout else None
+    sem = asyncio.Semaphore(max(1, cfg.concurrency))
+
+    async with AraClient(cfg) as client:
+        async def one(paths: RunPaths) -> Outcome:
+            async with sem:
+                while True:
+                    shipper = RunShipper(paths, client, cfg, deadline=deadline, until_end=until_end,
+                                         stop=stop, on_progress=on_progress)
+                    outcome = await shipper.run()
+                    if outcome.status != "busy":
+                        return outcome
+                    if not wait_if_busy:
+                        return outcome
+                    outcome = await wait_for_holder(paths, deadline, until_end)
+                    if outcome.status != "retry":
+                        return outcome
+
+        return list(await asyncio.gather(*(one(p) for p in paths_list)))

@@ -1,0 +1,75 @@
+"""`ara-spool status`: per run, what is pending, shipped, quarantined, and where it is in Ara."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from flusher.config import Config
+from spool import quarantine
+from spool import state as state_mod
+from spool.lock import is_locked
+from spool.paths import RunPaths, list_runs
+from spool.reader import tail_info
+
+
+def collect(cfg: Config, runs: list[str] | None = None) -> list[dict[str, Any]]:
+    rows = []
+    for run_id in runs or list_runs(cfg.spool_dir):
+        paths = RunPaths.of(cfg.spool_dir, run_id)
+        st = state_mod.read_state_quiet(paths) or state_mod.RunState(run_id)
+        pending, torn = tail_info(paths.spool, st.offset)
+        try:
+            mtime = os.stat(paths.spool, follow_symlinks=False).st_mtime
+        except FileNotFoundError:
+            mtime = None
+        pb = st.ids.playbook
+        rows.append({
+            "run": run_id,
+            "pending": pending,
+            "pending_tail_bytes": torn,
+            "shipped": st.shipped,
+            "quarantined": quarantine.count(paths),
+            "ended": st.ended,
+            "final_status": st.final_status,
+            "flushing": is_locked(paths),
+            "age_seconds": round(time.time() - mtime, 1) if mtime else None,
+            "requests": st.requests,
+            "last_error": st.last_error,
+            "last_error_at": st.last_error_at,
+            "failing_since": st.first_error_at,
+            "playbook_id": pb,
+            "ara_url": f"{cfg.display_server}/playbooks/{pb}.html" if pb else None,
+            "spool": str(paths.spool),
+        })
+    return rows
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def render_table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "no runs in the spool"
+    header = ["RUN", "PENDING", "SHIPPED", "QUARANTINED", "AGE", "STATE", "ARA", "LAST ERROR"]
+    table = [header]
+    for r in rows:
+        if r["flushing"]:
+            state = "flushing"
+        elif r["pending"]:
+            state = "pending"
+        else:
+            state = r["final_status"] or ("shipped" if r["shipped"] else "-")
+        table.append([
+            r["run"], str(r["pending"]), str(r["shipped"]), str(r["quarantined"]), _age(r["age_seconds"]),
+            state, r["ara_url"] or "-", (r["last_error"] or "-")[:80],
+        ])
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in table)

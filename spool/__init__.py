@@ -1,0 +1,1 @@
+"""The run-scoped spool: append-only JSON-lines files, their reader, state and locks."""

@@ -1,0 +1,49 @@
+"""One flusher per run: an exclusive flock on <run>.lock, held while a run is shipped."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+
+from spool.paths import RunPaths, open_nofollow
+
+
+class RunLock:
+    """A held run lock; released by close() or when the process dies (the kernel drops flocks)."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd: int | None = fd
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> RunLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def try_lock(paths: RunPaths) -> RunLock | None:
+    """Take the run's lock without waiting; None if another flusher holds it."""
+    fd = open_nofollow(paths.lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except BaseException:
+        os.close(fd)
+        raise
+    return RunLock(fd)
+
+
+def is_locked(paths: RunPaths) -> bool:
+    """Whether a flusher holds the run's lock right now."""
+    lock = try_lock(paths)
+    if lock is None:
+        return True
+    lock.close()
+    return False

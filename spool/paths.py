@@ -1,0 +1,131 @@
+"""Where a run's files live, and the checks that keep them inside the spool dir."""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+# A run id becomes a file name: keep it to a portable, unambiguous alphabet. No path separators,
+# no leading dot or dash (hidden files, option injection), bounded length.
+_RUN_ID_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:@+=-]{0,127}$")
+
+SPOOL_SUFFIX = ".jsonl"
+STATE_SUFFIX = ".state"
+REJECTED_SUFFIX = ".rejected.jsonl"
+LOCK_SUFFIX = ".lock"
+
+
+class UnsafeRunId(ValueError):
+    """A run id that cannot be used as a file name safely."""
+
+
+class UnsafeSpoolPath(OSError):
+    """A spool dir or file that is a symlink, not ours, or has unsafe permissions."""
+
+
+def check_run_id(run_id: str) -> str:
+    """Return run_id if it is safe as a file name, else raise UnsafeRunId with the reason."""
+    if not isinstance(run_id, str) or not _RUN_ID_RE.match(run_id) or ".." in run_id:
+        raise UnsafeRunId(
+            f"unsafe run id {run_id!r}: use 1-128 characters of A-Z a-z 0-9 _ . : @ + = -, "
+            "not starting with '.' or '-', without '..'"
+        )
+    return run_id
+
+
+def default_spool_dir() -> Path:
+    """$ARA_SPOOL_DIR, else $XDG_STATE_HOME/ara-spool, else ~/.local/state/ara-spool."""
+    env = os.environ.get("ARA_SPOOL_DIR")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_STATE_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".local" / "state"
+    return base / "ara-spool"
+
+
+def ensure_spool_dir(path: Path, mode: int = 0o700) -> Path:
+    """Create the spool dir (mode 0700 unless told otherwise); refuse a symlink in its place."""
+    path = Path(path)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        path.mkdir(mode=mode, parents=True, exist_ok=True)
+        st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode):
+        raise UnsafeSpoolPath(f"spool dir {path} is a symlink; refusing to follow it")
+    if not stat.S_ISDIR(st.st_mode):
+        raise UnsafeSpoolPath(f"spool dir {path} is not a directory")
+    return path
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """The files of one run inside a spool dir."""
+
+    spool_dir: Path
+    run_id: str
+
+    @classmethod
+    def of(cls, spool_dir: Path | str, run_id: str) -> RunPaths:
+        return cls(Path(spool_dir), check_run_id(run_id))
+
+    @property
+    def spool(self) -> Path:
+        return self.spool_dir / (self.run_id + SPOOL_SUFFIX)
+
+    @property
+    def state(self) -> Path:
+        return self.spool_dir / (self.run_id + STATE_SUFFIX)
+
+    @property
+    def rejected(self) -> Path:
+        return self.spool_dir / (self.run_id + REJECTED_SUFFIX)
+
+    @property
+    def lock(self) -> Path:
+        return self.spool_dir / (self.run_id + LOCK_SUFFIX)
+
+
+def list_runs(spool_dir: Path | str) -> list[str]:
+    """Run ids that have a spool file in spool_dir, oldest file first. Unsafe names are skipped."""
+    spool_dir = Path(spool_dir)
+    runs: list[tuple[float, str]] = []
+    try:
+        entries = list(os.scandir(spool_dir))
+    except FileNotFoundError:
+        return []
+    for entry in entries:
+        name = entry.name
+        if not name.endswith(SPOOL_SUFFIX) or name.endswith(REJECTED_SUFFIX):
+            continue
+        run_id = name[: -len(SPOOL_SUFFIX)]
+        try:
+            check_run_id(run_id)
+            st = entry.stat(follow_symlinks=False)
+        except (UnsafeRunId, OSError):
+            continue
+        if stat.S_ISREG(st.st_mode):
+            runs.append((st.st_mtime, run_id))
+    return [r for _, r in sorted(runs)]
+
+
+# O_NOFOLLOW: a spool, state or lock file replaced by a symlink is refused, never followed.
+OPEN_FLAGS_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def open_nofollow(path: Path, flags: int, mode: int = 0o600) -> int:
+    """os.open that refuses symlinks and non-regular files; returns the fd."""
+    try:
+        fd = os.open(path, flags | OPEN_FLAGS_NOFOLLOW, mode)
+    except OSError as exc:
+        if exc.errno == 40:  # ELOOP: the last component is a symlink
+            raise UnsafeSpoolPath(f"{path} is a symlink; refusing to follow it") from exc
+        raise
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise UnsafeSpoolPath(f"{path} is not a regular file")
+    return fd

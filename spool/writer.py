@@ -1,0 +1,100 @@
+"""Append events to a run's spool: safe for many processes at once, one whole line per event.
+
+Ansible runs action plugins in a fresh forked worker per (host, task), so nothing can be buffered:
+each append opens the file, takes an exclusive flock, writes one whole line with O_APPEND, and
+closes. The lock also lets the writer assign `seq` (the line's byte offset) and heal a torn tail.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from spool import schema
+from spool.paths import RunPaths, default_spool_dir, ensure_spool_dir, open_nofollow
+
+# Larger events are cut down (content replaced by a marker with its head) before they are spooled.
+MAX_LINE_BYTES = 8 * 1024 * 1024
+# What each truncated content keeps, in characters of its JSON text.
+TRUNCATED_HEAD_CHARS = 64 * 1024
+
+
+def encode(event: dict[str, Any]) -> bytes:
+    """One event as one spool line (compact JSON, UTF-8, trailing newline)."""
+    return json.dumps(event, separators=(",", ":"), ensure_ascii=False, default=str).encode("utf-8") + b"\n"
+
+
+def truncate_content(value: Any, limit_bytes: int) -> Any:
+    """value if its JSON fits in limit_bytes, else a marker that says so and keeps its head."""
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    size = len(text.encode("utf-8"))
+    if size <= limit_bytes:
+        return value
+    return {
+        "ara_spool_truncated": True,
+        "original_bytes": size,
+        "head": text[: min(TRUNCATED_HEAD_CHARS, max(0, limit_bytes // 4))],
+    }
+
+
+def _shrink(event: dict[str, Any], line: bytes) -> bytes:
+    body_key = schema.REQUIRED[event["kind"]][0]
+    body = dict(event[body_key])
+    for field in ("content", "details"):
+        if field in body:
+            body[field] = truncate_content(body[field], MAX_LINE_BYTES // 2)
+    event = {**event, body_key: body}
+    line = encode(event)
+    if len(line) > MAX_LINE_BYTES:
+        raise ValueError(f"{event['kind']} event is {len(line)} bytes even after truncating its content")
+    return line
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def append(
+    run_id: str,
+    kind: str,
+    body: dict[str, Any],
+    *,
+    spool_dir: Path | str | None = None,
+    ts: str | None = None,
+    fsync: bool | None = None,
+) -> dict[str, Any]:
+    """Append one event of `kind` to run_id's spool; return the event as written (with its seq).
+
+    fsync defaults to $ARA_SPOOL_FSYNC (off): an appended line survives a crash of any process
+    without it; fsync is only for power loss, at the cost of a disk flush per event.
+    """
+    paths = RunPaths.of(spool_dir or default_spool_dir(), run_id)
+    ensure_spool_dir(paths.spool_dir)
+    event = schema.make_event(run_id, kind, body, ts)
+    if fsync is None:
+        fsync = os.environ.get("ARA_SPOOL_FSYNC", "").lower() in ("1", "true", "yes")
+    fd = open_nofollow(paths.spool, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        size = os.fstat(fd).st_size
+        prefix = b""
+        # A writer killed mid-line left a tail without its newline: end it, so that the torn
+        # fragment becomes one bad line (quarantined) and this event stays whole.
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            prefix = b"\n"
+        event["seq"] = size + len(prefix)
+        line = encode(event)
+        if len(line) > MAX_LINE_BYTES:
+            line = _shrink(event, line)
+        _write_all(fd, prefix + line)
+        if fsync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)  # releases the flock
+    return event
