@@ -9,6 +9,7 @@ AuthError: 401/403, or TLS verification failed: stop shipping the run, keep its 
 from __future__ import annotations
 
 import asyncio
+import base64
 import html
 import json
 import re
@@ -73,16 +74,15 @@ class AraClient:
         else:
             ssl_opt = True
         headers = {"Accept": "application/json", "User-Agent": "ara-spool"}
-        auth = None
         if cfg.token:
             headers["Authorization"] = f"Bearer {cfg.token}"
         elif cfg.username:
-            auth = aiohttp.BasicAuth(cfg.username, cfg.password or "")
+            pair = f"{cfg.username}:{cfg.password or ''}".encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
         connector = aiohttp.TCPConnector(ssl=ssl_opt, limit=max(4, cfg.concurrency * 2))
         self._session = aiohttp.ClientSession(
             base_url=cfg.server + "/",
             headers=headers,
-            auth=auth,
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=cfg.timeout, connect=min(cfg.timeout, 10)),
             json_serialize=lambda obj: json.dumps(obj, separators=(",", ":"), default=str),

@@ -96,6 +96,7 @@ class Config:
             timeout=_number("ARA_API_TIMEOUT", 30.0),
             spool_dir=default_spool_dir(),
             concurrency=int(_number("ARA_SPOOL_CONCURRENCY", 4)),
+            checkpoint_every=int(_number("ARA_SPOOL_CHECKPOINT_EVERY", 100)),
         )
         cfg.check()
         return cfg

@@ -1,0 +1,92 @@
+"""A fault-injecting HTTP proxy (aiohttp) in front of a real Ara, driven by the tests.
+
+Rules are tried in order for each request; the first that matches and still has uses left acts:
+  respond  answer with `status` (and a body) without contacting Ara
+  drop     close the connection before forwarding (the request never reaches Ara)
+  lose     forward to Ara (it commits), then close the connection: the response is lost
+  delay    forward, then wait `seconds` before answering (past the client's timeout)
+Every request is logged (method, path, what happened).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+import aiohttp
+from aiohttp import web
+
+
+@dataclass
+class Rule:
+    action: str
+    method: str | None = None
+    path: str | None = None  # prefix, e.g. "/api/v1/results"
+    every: int = 1  # act on every n-th matching request
+    times: int | None = None  # act at most this often (None: always)
+    status: int = 500
+    body: str = "<h1>Server Error (500)</h1>"
+    seconds: float = 0.0
+    seen: int = 0
+    used: int = 0
+
+    def wants(self, request: web.Request) -> bool:
+        if self.method and request.method != self.method:
+            return False
+        if self.path and not request.path.startswith(self.path):
+            return False
+        if self.times is not None and self.used >= self.times:
+            return False
+        self.seen += 1
+        if self.seen % self.every:
+            return False
+        self.used += 1
+        return True
+
+
+@dataclass
+class FaultProxy:
+    upstream: str
+    rules: list[Rule] = field(default_factory=list)
+    log: list[tuple[str, str, str]] = field(default_factory=list)
+    session: aiohttp.ClientSession | None = None
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+
+        async def on_cleanup(_app: web.Application) -> None:
+            if self.session:
+                await self.session.close()
+
+        app.on_cleanup.append(on_cleanup)
+        return app
+
+    async def _forward(self, request: web.Request) -> tuple[int, bytes, str]:
+        if self.session is None:
+            self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
+        body = await request.read()
+        headers = {k: v for k, v in request.headers.items() if k.lower() in ("content-type", "authorization", "accept")}
+        async with self.session.request(request.method, self.upstream + request.path_qs, data=body,
+                                        headers=headers) as resp:
+            return resp.status, await resp.read(), resp.headers.get("Content-Type", "application/json")
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        rule = next((r for r in self.rules if r.wants(request)), None)
+        action = rule.action if rule else "forward"
+        self.log.append((request.method, request.path, action))
+        if rule is not None and rule.action == "respond":
+            return web.Response(status=rule.status, text=rule.body, content_type="text/html")
+        if rule is not None and rule.action == "drop":
+            request.transport.close()
+            raise asyncio.CancelledError
+        status, body, ctype = await self._forward(request)
+        if rule is not None and rule.action == "lose":
+            request.transport.close()
+            raise asyncio.CancelledError
+        if rule is not None and rule.action == "delay":
+            await asyncio.sleep(rule.seconds)
+        return web.Response(status=status, body=body, headers={"Content-Type": ctype})
+
+    def count(self, method: str, path: str, action: str | None = None) -> int:
+        return sum(1 for m, p, a in self.log if m == method and p.startswith(path) and (action is None or a == action))

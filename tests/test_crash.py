@@ -1,0 +1,56 @@
+"""SIGKILL the flusher at random moments: after a final flush, every event is in Ara exactly once."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+from spool import schema
+from spool.paths import RunPaths
+from spool.state import load
+from tests.runs import emit_events, spool_run
+
+KILLS = 12
+
+
+def test_sigkill_loop_exactly_once_in_order(cli_env, ara, spool_dir):
+    run_a, run_b = "crash-a", "crash-b"
+    spooled_a = spool_run(spool_dir, run_a, hosts=4, tasks=100)  # 400 results + tasks, plays, ends
+    spooled_b = emit_events(spool_dir, run_b, 300, hosts=5)
+    rng = random.Random(1234)
+    # Checkpoint rarely, so that each kill leaves a long unrecorded tail to reconcile.
+    env = dict(cli_env, ARA_SPOOL_CHECKPOINT_EVERY="40")
+    kills = 0
+    deadline = time.monotonic() + 240
+    while kills < KILLS and time.monotonic() < deadline:
+        proc = subprocess.Popen([sys.executable, "-m", "flusher.cli", "flush", "-q", "--timeout", "60"],
+                                env=env, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.35, 0.8))
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            kills += 1
+        proc.wait()
+        if all(load(RunPaths.of(spool_dir, r)).ended for r in (run_a,)) and \
+                load(RunPaths.of(spool_dir, run_b)).offset >= os.path.getsize(spool_dir / f"{run_b}.jsonl"):
+            break
+    assert kills >= 10, f"only {kills} kills landed mid-flush"
+    final = subprocess.run([sys.executable, "-m", "flusher.cli", "flush", "--timeout", "120"], env=env,
+                           capture_output=True, text=True)
+    assert final.returncode == 0, final.stderr
+
+    for run_id, want in ((run_a, [r["started"] for r in spooled_a]),
+                         (run_b, [schema.to_iso(schema.parse_time(e["ts"]).timestamp() - 0.25) for e in spooled_b])):
+        pb = ara.playbook_for(run_id)
+        results = ara.results(pb["id"])
+        assert len(results) == len(want), f"{run_id}: {len(results)} results for {len(want)} events"
+        assert [schema.parse_time(r["started"]) for r in results] == [schema.parse_time(w) for w in want]
+    pb_a = ara.playbook_for(run_a)
+    assert pb_a["status"] == "completed"
+    assert len(ara.all("tasks", playbook=pb_a["id"])) == 100
+    assert len(ara.all("plays", playbook=pb_a["id"])) == 1
+    assert len(ara.all("hosts", playbook=pb_a["id"])) == 4
+    print(f"kills={kills}")

@@ -1,0 +1,150 @@
+"""Faults between the flusher and a real Ara: lost responses, 5xx/429 bursts, timeouts, auth, 413."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from flusher import oneshot
+from flusher.config import Config
+from spool import schema
+from spool.paths import RunPaths
+from spool.state import load
+from tests.faultproxy import FaultProxy, Rule
+from tests.runs import emit_events, spool_run
+
+
+@pytest.fixture
+async def proxy(aiohttp_server, ara_server):
+    fp = FaultProxy(ara_server.url)
+    server = await aiohttp_server(fp.app(), host="127.0.0.1")
+    fp.url = str(server.make_url("")).rstrip("/")
+    return fp
+
+
+def proxied(cfg: Config, proxy: FaultProxy, **kw) -> Config:
+    c = Config(server=proxy.url, spool_dir=cfg.spool_dir, timeout=kw.pop("timeout", 5), max_backoff=0.3, **kw)
+    c.check()
+    return c
+
+
+def assert_exactly_once(ara, run_id, spooled_ts):
+    results = ara.results(ara.playbook_for(run_id)["id"])
+    assert len(results) == len(spooled_ts), f"{len(results)} results in Ara for {len(spooled_ts)} spooled"
+    assert [schema.parse_time(r["ended"]) for r in results] == [schema.parse_time(t) for t in spooled_ts]
+
+
+async def test_lost_responses_make_no_duplicates(cfg, ara, proxy):
+    """Ara commits, the response never arrives: the flusher finds the row instead of re-posting."""
+    run_id = "lost-1"
+    spooled = spool_run(cfg.spool_dir, run_id, hosts=3, tasks=8)
+    proxy.rules = [Rule("lose", "POST", "/api/v1/results", every=3),
+                   Rule("lose", "POST", "/api/v1/tasks", every=2),
+                   Rule("lose", "POST", "/api/v1/plays"),
+                   Rule("lose", "POST", "/api/v1/playbooks", times=1)]
+    [outcome] = await oneshot.flush(proxied(cfg, proxy), [run_id], timeout=60)
+    assert outcome.status == "done", outcome.message
+    assert proxy.count("POST", "/api/v1/results", "lose") == 8
+    assert_exactly_once(ara, run_id, [r["ended"] for r in spooled])
+    pb = ara.playbook_for(run_id)
+    assert len(ara.all("tasks", playbook=pb["id"])) == 8
+    assert len(ara.all("plays", playbook=pb["id"])) == 1
+
+
+async def test_slow_responses_past_the_timeout_make_no_duplicates(cfg, ara, proxy):
+    run_id = "slow-1"
+    events = emit_events(cfg.spool_dir, run_id, 6)
+    proxy.rules = [Rule("delay", "POST", "/api/v1/results", every=2, seconds=2.5)]
+    [outcome] = await oneshot.flush(proxied(cfg, proxy, timeout=1), [run_id], timeout=60)
+    assert outcome.status == "done", outcome.message
+    assert proxy.count("POST", "/api/v1/results", "delay") >= 3
+    assert_exactly_once(ara, run_id, [e["ts"] for e in events])
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 429])
+async def test_transient_bursts_are_retried(cfg, ara, proxy, status):
+    run_id = f"burst-{status}"
+    events = emit_events(cfg.spool_dir, run_id, 5)
+    proxy.rules = [Rule("respond", "POST", "/api/v1/results", times=4, status=status)]
+    [outcome] = await oneshot.flush(proxied(cfg, proxy), [run_id], timeout=60)
+    assert outcome.status == "done" and outcome.quarantined == 0
+    assert proxy.count("POST", "/api/v1/results", "respond") == 4
+    assert_exactly_once(ara, run_id, [e["ts"] for e in events])
+
+
+async def test_connection_refused_then_back(cfg, ara, proxy, spool_dir):
+    """Ara's port closed: the flush gives up at its timeout with the spool kept; later all lands once."""
+    run_id = "refused-1"
+    events = emit_events(spool_dir, run_id, 4)
+    dead = Config(server="http://127.0.0.1:9", spool_dir=spool_dir, timeout=2, max_backoff=0.2)
+    t0 = time.monotonic()
+    [outcome] = await oneshot.flush(dead, [run_id], timeout=1.5)
+    assert outcome.status == "unreachable" and "cannot connect" in outcome.message
+    assert time.monotonic() - t0 < 5
+    st = load(RunPaths.of(spool_dir, run_id))
+    assert st.offset == 0 and st.last_error and st.clean
+    [outcome] = await oneshot.flush(cfg, [run_id], timeout=60)
+    assert outcome.status == "done"
+    assert_exactly_once(ara, run_id, [e["ts"] for e in events])
+
+
+async def test_dropped_requests_are_resent(cfg, ara, proxy):
+    run_id = "drop-1"
+    events = emit_events(cfg.spool_dir, run_id, 6)
+    proxy.rules = [Rule("drop", "POST", "/api/v1/results", every=2)]
+    [outcome] = await oneshot.flush(proxied(cfg, proxy), [run_id], timeout=60)
+    assert outcome.status == "done"
+    assert_exactly_once(ara, run_id, [e["ts"] for e in events])
+
+
+async def test_one_refused_event_is_quarantined_and_the_rest_go_on(cfg, ara, proxy):
+    run_id = "q413-1"
+    events = emit_events(cfg.spool_dir, run_id, 5)
+    proxy.rules = [Rule("respond", "POST", "/api/v1/results", times=1, status=413, body="Request Entity Too Large")]
+    [outcome] = await oneshot.flush(proxied(cfg, proxy), [run_id], timeout=60)
+    assert outcome.status == "done" and outcome.quarantined == 1
+    assert_exactly_once(ara, run_id, [e["ts"] for e in events[1:]])
+    [rec] = [json.loads(x) for x in (cfg.spool_dir / f"{run_id}.rejected.jsonl").read_text().splitlines()]
+    assert "413" in rec["reason"] and json.loads(rec["raw"])["seq"] == events[0]["seq"]
+
+
+async def test_auth_refused_stops_the_run_and_keeps_the_spool(cfg, proxy):
+    run_id = "auth-1"
+    emit_events(cfg.spool_dir, run_id, 3)
+    proxy.rules = [Rule("respond", None, "/api/v1/", status=401, body='{"detail":"Invalid username/password."}')]
+    c = proxied(cfg, proxy, username="ara", password="wrong-secret")
+    [outcome] = await oneshot.flush(c, [run_id], timeout=30)
+    assert outcome.status == "auth"
+    assert "401" in outcome.message and "basic" in outcome.message and "wrong-secret" not in outcome.message
+    st = load(RunPaths.of(cfg.spool_dir, run_id))
+    assert st.offset == 0 and st.quarantined == 0
+    assert proxy.count("POST", "/api/v1/playbooks") + proxy.count("GET", "/api/v1/playbooks") == 1
+
+
+async def test_flush_exit_codes(cli_env, proxy, spool_dir, ara_server):
+    """One clear stderr line and a distinct exit code for each way a flush can end."""
+    def flush(server, *extra):
+        env = dict(cli_env, ARA_API_SERVER=server, ARA_API_TIMEOUT="2")
+        return subprocess.run([sys.executable, "-m", "flusher.cli", "flush", "--timeout", "2", *extra],
+                              env=env, capture_output=True, text=True)
+
+    emit_events(spool_dir, "codes-1", 2)
+    loop = asyncio.get_running_loop()
+    p = await loop.run_in_executor(None, flush, "http://127.0.0.1:9")
+    assert p.returncode == 3 and "Ara unreachable, spool kept" in p.stderr and "Traceback" not in p.stderr
+    proxy.rules = [Rule("respond", None, "/api/v1/", status=401, times=1, body="{}")]
+    p = await loop.run_in_executor(None, flush, proxy.url)
+    assert p.returncode == 4 and "auth refused" in p.stderr
+    proxy.rules = [Rule("respond", "POST", "/api/v1/results", times=1, status=400, body='{"x":["bad"]}')]
+    p = await loop.run_in_executor(None, flush, proxy.url)
+    assert p.returncode == 5 and "quarantined" in p.stderr
+    p = await loop.run_in_executor(None, flush, ara_server.url)
+    assert p.returncode == 0, p.stderr
+    env = dict(cli_env, ARA_API_SERVER="ftp://nope")
+    p = subprocess.run([sys.executable, "-m", "flusher.cli", "flush"], env=env, capture_output=True, text=True)
+    assert p.returncode == 2 and "ARA_API_SERVER" in p.stderr
