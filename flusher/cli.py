@@ -76,7 +76,7 @@ def cmd_emit(args: argparse.Namespace) -> int:
 def _exit_code(outcomes: list[Any]) -> int:
     statuses = {o.status for o in outcomes}
     for status, code in (("auth", EXIT_AUTH), ("error", EXIT_ERROR), ("unreachable", EXIT_UNREACHABLE),
-                         ("busy", EXIT_BUSY)):
+                         ("stopped", EXIT_UNREACHABLE), ("busy", EXIT_BUSY)):
         if status in statuses:
             return code
     if any(o.quarantined for o in outcomes):
@@ -93,13 +93,26 @@ def cmd_flush(args: argparse.Namespace) -> int:
         check_run_id(run_id)
     if args.follow:
         from flusher.daemon import run_daemon
+        from spool.retention import Retention, RetentionConfigError
 
-        return run_daemon(cfg)
+        try:
+            retention = Retention.from_env()
+            if args.retention_days is not None:
+                retention.days = args.retention_days
+            if args.retention_action:
+                retention.action = args.retention_action
+            retention.check()
+        except RetentionConfigError as exc:
+            return _fail(f"configuration: {exc}", EXIT_USAGE)
+        max_backoff = args.max_backoff or float(os.environ.get("ARA_SPOOL_MAX_BACKOFF") or 0)
+        if max_backoff > 0:
+            cfg.max_backoff = max_backoff
+        return run_daemon(cfg, poll=args.poll, retention=retention, retention_interval=args.retention_interval)
     progress = Progress(cfg, args.run, enabled=not args.quiet)
     try:
         outcomes = asyncio.run(oneshot.flush(
             cfg, args.run, timeout=args.timeout, until_end=args.until_end,
-            wait_if_busy=not args.no_wait, on_progress=progress.update,
+            wait_if_busy=not args.no_wait, on_progress=progress.update, parent_pid=args.parent,
         ))
     except KeyboardInterrupt:
         return _fail("interrupted; what was not shipped stays in the spool", EXIT_UNREACHABLE)
@@ -107,10 +120,12 @@ def cmd_flush(args: argparse.Namespace) -> int:
         progress.close()
     code = _exit_code(outcomes)
     for o in outcomes:
-        if o.status in ("auth", "error", "unreachable", "busy"):
+        if o.status in ("auth", "error", "unreachable", "busy", "stopped"):
             detail = o.message or o.status
             if o.status == "unreachable":
                 detail = f"Ara unreachable, spool kept: {detail}"
+            elif o.status == "stopped":
+                detail = "stopped before the end; the rest stays in the spool"
             print(f"ara-spool: run {o.run_id}: {detail}", file=sys.stderr)
         elif o.quarantined:
             print(f"ara-spool: run {o.run_id}: {o.quarantined} line(s) quarantined, see "
@@ -188,6 +203,18 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--follow", action="store_true", help="daemon: ship every run as it grows, until SIGTERM")
     f.add_argument("--no-wait", action="store_true", help="return at once if another flusher holds a run")
     f.add_argument("--concurrency", type=int, help="runs shipped at once (default 4)")
+    g = f.add_argument_group("daemon (--follow)")
+    g.add_argument("--poll", type=float, default=0.5, help="seconds between looks at the spool dir (default 0.5)")
+    g.add_argument("--max-backoff", type=float,
+                   help="longest wait between retries while Ara is down (default $ARA_SPOOL_MAX_BACKOFF or 30)")
+    g.add_argument("--retention-days", type=float,
+                   help="retire runs wholly shipped and idle this many days (default $ARA_SPOOL_RETENTION_DAYS; "
+                   "unset: keep forever)")
+    g.add_argument("--retention-action", choices=["delete", "archive"],
+                   help="delete retired runs, or gzip them into <spool>/archive/ "
+                   "(default $ARA_SPOOL_RETENTION_ACTION or delete)")
+    g.add_argument("--retention-interval", type=float, default=3600.0, help=argparse.SUPPRESS)
+    f.add_argument("--parent", type=int, help=argparse.SUPPRESS)  # the ansible-playbook a run follows
     f.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     common(f)
     f.set_defaults(func=cmd_flush)

@@ -1,8 +1,19 @@
 """`ara-spool flush --follow`: ship every run as it grows, until SIGTERM/SIGINT.
 
-Cheap polling of the spool dir (a stat per run file each `poll` seconds; idle CPU ~0), one shipper
-task per run with new lines, the per-run lock shared with one-shot flushes, retries without end
-while Ara is down, and a clean stop: the in-flight request finishes, the checkpoint is written.
+- Cheap polling: every `poll` seconds a scandir of the spool dir and a stat of each run's spool
+  and state file; a run is looked at again only when one of them changed (idle CPU ~0).
+- One shipper task per run with something to ship (at most `concurrency` at once). Each takes the
+  run's lock (spool/lock.py), so a one-shot flush and the daemon never ship the same run at once:
+  a one-shot that finds the daemon on a run waits for it (flusher/oneshot.py wait_for_holder).
+- Ara down: the shipper retries without end (exponential backoff with jitter, capped at
+  cfg.max_backoff), holding its place in the spool; nothing is skipped.
+- Clean stop on SIGTERM/SIGINT: shippers stop at the next event boundary, so the request in
+  flight finishes and the checkpoint is written; a shipper asleep in backoff (no request in
+  flight) is cancelled at once, one stuck in a request after `stop_grace` seconds (its state then
+  says "not clean" and the next start reconciles against Ara). Exit status 0.
+- systemd (Type=notify): READY=1 once running, STATUS= with the backlog, WATCHDOG=1 at half of
+  WatchdogSec, STOPPING=1. No-ops without $NOTIFY_SOCKET.
+- Retention (spool/retention.py) every `retention_interval` seconds, in a worker thread.
 """
 
 from __future__ import annotations
@@ -13,125 +24,338 @@ import os
 import signal
 import socket
 import time
+from dataclasses import dataclass, field
+from typing import Any
 
 from flusher.client import AraClient
 from flusher.config import Config
 from flusher.shipper import Outcome, RunShipper
+from spool import retention as retention_mod
 from spool import state as state_mod
 from spool.paths import RunPaths, ensure_spool_dir, list_runs
-from spool.reader import tail_info
 
 log = logging.getLogger("ara_spool.daemon")
 
-STOP_GRACE = 5.0  # seconds for in-flight work after SIGTERM before it is cancelled
-AUTH_PAUSE = 60.0  # seconds before a run refused by Ara is tried again
+STOP_GRACE = 5.0  # seconds a request in flight may take to finish after SIGTERM
+PAUSE_AFTER_ERROR = 60.0  # seconds before a run refused by Ara (auth) or broken (state) is retried
+STATUS_EVERY = 10.0  # seconds between STATUS= updates (and over-cap checks)
+SUMMARY_EVERY = 60.0  # seconds between "shipped N events" log lines
 
 
-def sd_notify(message: str) -> None:
-    """Tell systemd (Type=notify) about readiness, status or the watchdog; no-op elsewhere."""
+def sd_notify(message: str) -> bool:
+    """Send a notification to systemd ($NOTIFY_SOCKET); False (no-op) outside systemd."""
     addr = os.environ.get("NOTIFY_SOCKET")
     if not addr:
-        return
+        return False
     if addr.startswith("@"):
-        addr = "\0" + addr[1:]
+        addr = "\0" + addr[1:]  # abstract socket
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
             sock.connect(addr)
             sock.sendall(message.encode())
+        return True
     except OSError as exc:
         log.debug("sd_notify failed: %s", exc)
+        return False
+
+
+def watchdog_interval() -> float | None:
+    """Seconds between WATCHDOG=1 pings (half of WatchdogSec), or None if systemd wants none."""
+    usec = os.environ.get("WATCHDOG_USEC", "")
+    pid = os.environ.get("WATCHDOG_PID", "")
+    if not usec.isdigit() or int(usec) == 0 or (pid and pid != str(os.getpid())):
+        return None
+    return int(usec) / 2e6
+
+
+class _TrackedClient(AraClient):
+    """AraClient that knows whether a request is in flight (to stop cleanly but at once)."""
+
+    in_flight = 0
+
+    async def request(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        self.in_flight += 1
+        try:
+            return await super().request(*args, **kwargs)
+        finally:
+            self.in_flight -= 1
+
+
+@dataclass
+class _Seen:
+    """What a run's files looked like when the daemon last found nothing to do for it."""
+
+    spool_size: int
+    state_mtime: int
+
+
+@dataclass
+class Stats:
+    shipped: int = 0
+    quarantined: int = 0
+    runs_ended: int = 0
+    started: float = field(default_factory=time.monotonic)
 
 
 class Daemon:
-    def __init__(self, cfg: Config, poll: float = 0.5) -> None:
+    """The follow-mode flusher. run() returns the exit status (0 after SIGTERM/SIGINT)."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        poll: float = 0.5,
+        retention: retention_mod.Retention | None = None,
+        retention_interval: float = 3600.0,
+        stop_grace: float = STOP_GRACE,
+    ) -> None:
         self.cfg = cfg
         self.poll = poll
+        self.retention = retention or retention_mod.Retention()
+        self.retention_interval = retention_interval
+        self.stop_grace = stop_grace
         self.stop = asyncio.Event()
         self.active: dict[str, asyncio.Task[Outcome]] = {}
-        self.paused: dict[str, float] = {}  # run -> monotonic time to retry after an auth refusal
-        self.seen: dict[str, int] = {}  # run -> spool size when it was last fully shipped
+        self.paused: dict[str, float] = {}  # run -> monotonic time before which it is left alone
+        self.seen: dict[str, _Seen] = {}
+        self.ended: set[str] = set()  # runs whose run_end we have seen shipped
+        self.stats = Stats()
+        self._summary_shipped = 0
+        self._retention_task: asyncio.Task[retention_mod.Report] | None = None
+        self._cap = retention_mod.Cap.from_env()
+        self._cap_warned = 0.0
 
-    def _needs_work(self, run_id: str) -> bool:
-        paths = RunPaths.of(self.cfg.spool_dir, run_id)
+    # -- what to ship -----------------------------------------------------------------------
+    def _snapshot(self, paths: RunPaths) -> _Seen | None:
         try:
             size = os.stat(paths.spool, follow_symlinks=False).st_size
         except FileNotFoundError:
-            return False
-        if self.seen.get(run_id) == size:
+            return None
+        try:
+            mtime = os.stat(paths.state, follow_symlinks=False).st_mtime_ns
+        except FileNotFoundError:
+            mtime = 0
+        return _Seen(size, mtime)
+
+    def needs_work(self, run_id: str) -> bool:
+        """Whether run_id has whole lines past its checkpoint, or an unclean checkpoint."""
+        paths = RunPaths.of(self.cfg.spool_dir, run_id)
+        snap = self._snapshot(paths)
+        if snap is None or snap == self.seen.get(run_id):
             return False
         st = state_mod.read_state_quiet(paths)
-        if st is not None and st.offset >= size and st.clean:
-            self.seen[run_id] = size
+        if st is None:
+            # No checkpoint yet: work if there is at least one whole line.
+            return _has_newline(paths, 0)
+        if st.clean and (st.offset >= snap.spool_size or not _has_newline(paths, st.offset)):
+            # Shipped up to the end, or only a growing (or torn) tail after it.
+            self.seen[run_id] = snap
+            if st.ended and run_id not in self.ended:
+                self.ended.add(run_id)
             return False
-        if st is not None and tail_info(paths.spool, st.offset)[0] == 0 and st.clean:
-            return False  # only a growing (or torn) tail: nothing whole to ship yet
         return True
 
-    def backlog(self) -> int:
-        total = 0
+    def backlog(self) -> tuple[int, int]:
+        """(runs with something pending, bytes pending): cheap (stats and checkpoints only)."""
+        runs = pending = 0
         for run_id in list_runs(self.cfg.spool_dir):
             paths = RunPaths.of(self.cfg.spool_dir, run_id)
+            snap = self._snapshot(paths)
+            if snap is None:
+                continue
             st = state_mod.read_state_quiet(paths)
-            total += tail_info(paths.spool, st.offset if st else 0)[0]
-        return total
+            left = snap.spool_size - (st.offset if st else 0)
+            if left > 0:
+                runs += 1
+                pending += left
+        return runs, pending
 
+    # -- the loop ---------------------------------------------------------------------------
     async def run(self) -> int:
         ensure_spool_dir(self.cfg.spool_dir)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stop.set)
-        watchdog_usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
-        watchdog_every = watchdog_usec / 2e6 if watchdog_usec else None
-        last_watchdog = last_status = 0.0
+            loop.add_signal_handler(sig, self._on_signal, sig)
+        wd_every = watchdog_interval()
+        last_wd = last_status = last_retention = float("-inf")
         sem = asyncio.Semaphore(max(1, self.cfg.concurrency))
-        log.info("following %s, shipping to %s", self.cfg.spool_dir, self.cfg.display_server)
-        sd_notify("READY=1\nSTATUS=started")
-        async with AraClient(self.cfg) as client:
+        log.info("following %s, shipping to %s (poll %.2fs, retention %s)", self.cfg.spool_dir,
+                 self.cfg.display_server, self.poll,
+                 "off" if self.retention.days is None else f"{self.retention.days:g} day(s), {self.retention.action}")
+        async with _TrackedClient(self.cfg) as client:
+            sd_notify("READY=1\nSTATUS=started")
             while not self.stop.is_set():
                 now = time.monotonic()
+                self._reap()
                 for run_id in list_runs(self.cfg.spool_dir):
-                    if run_id in self.active or self.paused.get(run_id, 0) > now:
+                    if run_id in self.active or self.paused.get(run_id, 0.0) > now:
                         continue
-                    if self._needs_work(run_id):
-                        self.active[run_id] = asyncio.create_task(self._ship(client, sem, run_id))
-                for run_id, task in list(self.active.items()):
-                    if task.done():
-                        del self.active[run_id]
-                        self._finished(run_id, task.result())
-                if watchdog_every and now - last_watchdog >= watchdog_every:
+                    if self.needs_work(run_id):
+                        self.active[run_id] = asyncio.create_task(self._ship(client, sem, run_id),
+                                                                  name=f"ship {run_id}")
+                if wd_every is not None and now - last_wd >= wd_every:
                     sd_notify("WATCHDOG=1")
-                    last_watchdog = now
-                if now - last_status >= 10:
-                    sd_notify(f"STATUS=backlog {self.backlog()} event(s), {len(self.active)} run(s) shipping")
+                    last_wd = now
+                if now - last_status >= STATUS_EVERY:
+                    self._status()
                     last_status = now
+                if now - last_retention >= self.retention_interval and self.retention.days is not None \
+                        and self._retention_task is None:
+                    self._retention_task = asyncio.create_task(
+                        asyncio.to_thread(retention_mod.apply, self.cfg.spool_dir, self.retention))
+                    last_retention = now
+                if self._retention_task is not None and self._retention_task.done():
+                    self._retention_done(self._retention_task)
+                    self._retention_task = None
                 try:
                     await asyncio.wait_for(self.stop.wait(), self.poll)
                 except TimeoutError:
                     pass
-            sd_notify("STOPPING=1\nSTATUS=stopping")
-            log.info("stopping: finishing in-flight requests")
-            if self.active:
-                _done, pending = await asyncio.wait(self.active.values(), timeout=STOP_GRACE)
-                for task in pending:
-                    task.cancel()
-                await asyncio.gather(*pending, return_exceptions=True)
+            await self._shutdown(client)
+        self._reap()
+        self._log_summary(force=True)
+        sd_notify("STATUS=stopped")
+        log.info("stopped")
         return 0
+
+    def _on_signal(self, sig: int) -> None:
+        if not self.stop.is_set():
+            log.info("%s: finishing the request in flight, then stopping", signal.Signals(sig).name)
+            sd_notify("STOPPING=1\nSTATUS=stopping")
+        self.stop.set()
+
+    async def _shutdown(self, client: _TrackedClient) -> None:
+        pending = {t for t in self.active.values() if not t.done()}
+        deadline = time.monotonic() + self.stop_grace
+        idle = 0
+        while pending and time.monotonic() < deadline:
+            _done, pending = await asyncio.wait(pending, timeout=0.05)
+            # Shippers see the stop between events; one with no request in flight for a while is
+            # asleep in backoff (Ara down): nothing to finish, cancel it now.
+            idle = idle + 1 if client.in_flight == 0 else 0
+            if idle >= 4:
+                break
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        if self._retention_task is not None:
+            # A retention pass is file work in a thread: let it finish (bounded by the files).
+            await asyncio.gather(self._retention_task, return_exceptions=True)
+            self._retention_done(self._retention_task)
+            self._retention_task = None
 
     async def _ship(self, client: AraClient, sem: asyncio.Semaphore, run_id: str) -> Outcome:
         async with sem:
+            if self.stop.is_set():
+                return Outcome(run_id, "stopped")
             paths = RunPaths.of(self.cfg.spool_dir, run_id)
             return await RunShipper(paths, client, self.cfg, stop=self.stop).run()
 
+    def _reap(self) -> None:
+        for run_id, task in list(self.active.items()):
+            if not task.done():
+                continue
+            del self.active[run_id]
+            if task.cancelled():
+                continue
+            exc = task.exception()
+            if exc is not None:
+                # A bug or an OS error (disk, permissions): keep the daemon alive, retry later.
+                log.error("run %s: shipping failed: %s: %s", run_id, type(exc).__name__, exc,
+                          exc_info=exc if log.isEnabledFor(logging.DEBUG) else None)
+                self.paused[run_id] = time.monotonic() + PAUSE_AFTER_ERROR
+                continue
+            self._finished(run_id, task.result())
+        self._log_summary()
+
     def _finished(self, run_id: str, outcome: Outcome) -> None:
-        if outcome.status == "auth":
-            log.error("run %s: %s; pausing it for %.0fs", run_id, outcome.message, AUTH_PAUSE)
-            self.paused[run_id] = time.monotonic() + AUTH_PAUSE
-        elif outcome.status == "error":
-            log.error("run %s: %s", run_id, outcome.message)
-            self.paused[run_id] = time.monotonic() + AUTH_PAUSE
-        elif outcome.shipped or outcome.quarantined:
-            log.info("run %s: shipped %d, quarantined %d", run_id, outcome.shipped, outcome.quarantined)
+        self.stats.shipped += outcome.shipped
+        self.stats.quarantined += outcome.quarantined
+        self._summary_shipped += outcome.shipped
+        if outcome.status in ("auth", "error"):
+            log.error("run %s: %s; trying it again in %.0fs", run_id, outcome.message, PAUSE_AFTER_ERROR)
+            self.paused[run_id] = time.monotonic() + PAUSE_AFTER_ERROR
+            return
+        if outcome.quarantined:
+            log.warning("run %s: %d line(s) quarantined, see %s", run_id, outcome.quarantined,
+                        RunPaths.of(self.cfg.spool_dir, run_id).rejected)
+        if outcome.status == "done" and run_id not in self.ended:
+            st = state_mod.read_state_quiet(RunPaths.of(self.cfg.spool_dir, run_id))
+            if st is not None and st.ended:
+                self.ended.add(run_id)
+                self.stats.runs_ended += 1
+                log.info("run %s: finished in Ara (playbook %s, %s): %d event(s) shipped, %d quarantined",
+                         run_id, st.ids.playbook, st.final_status, st.shipped, st.quarantined)
+
+    def _log_summary(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if self._summary_shipped and (force or now - getattr(self, "_last_summary", 0.0) >= SUMMARY_EVERY):
+            log.info("shipped %d event(s) since the last report", self._summary_shipped)
+            self._summary_shipped = 0
+            self._last_summary = now
+
+    def _status(self) -> None:
+        runs, pending = self.backlog()
+        status = (f"backlog {_human(pending)} in {runs} run(s); {len(self.active)} shipping; "
+                  f"{self.stats.shipped} event(s) shipped since start")
+        if self._cap.max_bytes is not None:
+            used = retention_mod.spool_usage(self.cfg.spool_dir)
+            if used > self._cap.max_bytes:
+                status += f"; SPOOL OVER CAP ({_human(used)} > {_human(self._cap.max_bytes)})"
+                if time.monotonic() - self._cap_warned >= 300:
+                    log.warning("spool %s holds %s, over ARA_SPOOL_MAX_BYTES=%d (policy %s): is Ara reachable?",
+                                self.cfg.spool_dir, _human(used), self._cap.max_bytes, self._cap.policy)
+                    self._cap_warned = time.monotonic()
+        sd_notify("STATUS=" + status)
+
+    def _retention_done(self, task: asyncio.Task[retention_mod.Report]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error("retention pass failed: %s", exc)
+            return
+        report = task.result()
+        for run_id in report.retired:
+            self.seen.pop(run_id, None)
+            self.ended.discard(run_id)
+        if report.retired:
+            log.info("retention: %d run(s) %s", len(report.retired),
+                     "archived" if self.retention.action == "archive" else "removed")
 
 
-def run_daemon(cfg: Config) -> int:
-    return asyncio.run(Daemon(cfg).run())
+def _has_newline(paths: RunPaths, offset: int) -> bool:
+    """Whether the spool has a complete line after offset (reads only until the first newline)."""
+    try:
+        fd = os.open(paths.spool, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return False
+    try:
+        pos = offset
+        while chunk := os.pread(fd, 1 << 16, pos):
+            if b"\n" in chunk:
+                return True
+            pos += len(chunk)
+        return False
+    finally:
+        os.close(fd)
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def run_daemon(
+    cfg: Config,
+    *,
+    poll: float = 0.5,
+    retention: retention_mod.Retention | None = None,
+    retention_interval: float = 3600.0,
+) -> int:
+    """Run the follow-mode flusher until SIGTERM/SIGINT; the process exit status."""
+    return asyncio.run(Daemon(cfg, poll=poll, retention=retention, retention_interval=retention_interval).run())

@@ -9,6 +9,7 @@ all the I/O, retries and reconciliation.
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
 from collections.abc import Generator
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from typing import Any
 
 from spool.schema import parse_time
 from spool.state import AraIds
-from spool.writer import truncate_content
+from spool.writer import TRUNCATED_HEAD_CHARS
 
 API = "/api/v1"
 # Ara refuses bodies over 2,621,440 bytes; leave room for the rest of a result's fields.
@@ -66,6 +67,29 @@ class Hints:
 
 def run_label(run_id: str) -> str:
     return f"run_id:{run_id}"
+
+
+def _sent_size(value: Any) -> int:
+    # The client sends ASCII-escaped JSON: a non-ASCII or control character can take 6 bytes
+    # there, so the UTF-8 size (what the writer measures) may be far below what Ara receives.
+    return len(json.dumps(value, separators=(",", ":"), default=str))
+
+
+def fit_content(value: Any, limit_bytes: int = MAX_CONTENT_BYTES) -> Any:
+    """value if it fits in limit_bytes as sent, else the writer's truncation marker (with its head)."""
+    if _sent_size(value) <= limit_bytes:
+        return value
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return {"ara_spool_truncated": True, "original_bytes": len(text.encode("utf-8", "surrogatepass")),
+            "head": text[:TRUNCATED_HEAD_CHARS]}
+
+
+def fit_file_content(content: str, limit_bytes: int = MAX_CONTENT_BYTES) -> str:
+    """A file's source if it fits as sent, else its head and a line that says it was cut."""
+    if _sent_size(content) <= limit_bytes:
+        return content
+    size = len(content.encode("utf-8", "surrogatepass"))
+    return content[:TRUNCATED_HEAD_CHARS] + f"\n# [ara-spool: truncated, {size} bytes in all]\n"
 
 
 def _clip(value: Any, limit: int = MAX_FIELD) -> Any:
@@ -168,7 +192,7 @@ def ensure_file(run_id: str, ids: AraIds, path: str, content: str | None, ts: st
         return
     yield from ensure_playbook(run_id, ids, None, ts)
     ara_path = path if path not in ids.file_paths else f"{path}@{sha1[:12]}"
-    body = {"playbook": ids.playbook, "path": _clip_path(ara_path), "content": content}
+    body = {"playbook": ids.playbook, "path": _clip_path(ara_path), "content": fit_file_content(content)}
     resp = yield Call("POST", f"{API}/files", body)
     ids.files[key] = resp["id"]
     ids.file_paths[path] = sha1
@@ -240,7 +264,7 @@ def post_result(run_id: str, ids: AraIds, r: dict[str, Any], task: dict[str, Any
         "ignore_errors": bool(r.get("ignore_errors", False)),
         "started": r["started"],
         "ended": r["ended"],
-        "content": truncate_content(r.get("content", {}), MAX_CONTENT_BYTES),
+        "content": fit_content(r.get("content", {})),
     }
     if delegated:
         body["delegated_to"] = delegated

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import time
 from collections.abc import Callable, Iterable
 
@@ -41,6 +42,9 @@ async def wait_for_holder(paths: RunPaths, deadline: float | None, until_end: bo
         if st is not None and st.offset >= target and (st.ended or not until_end):
             return Outcome(paths.run_id, "done", message="shipped by another flusher", playbook=st.ids.playbook)
         if deadline is not None and time.monotonic() >= deadline:
+            if st is not None and st.last_error:
+                # The holder is stuck on Ara, not slow: say what it sees.
+                return Outcome(paths.run_id, "unreachable", message=f"(shipping flusher) {st.last_error}")
             return Outcome(paths.run_id, "busy",
                            message="another flusher holds the run and had not shipped it all in time")
         if not is_locked(paths):
@@ -57,6 +61,7 @@ async def flush(
     wait_if_busy: bool = True,
     on_progress: Callable[[str, int], None] | None = None,
     stop: asyncio.Event | None = None,
+    parent_pid: int | None = None,
 ) -> list[Outcome]:
     """Ship the named runs (default: every run with something pending), several at once."""
     ensure_spool_dir(cfg.spool_dir)
@@ -64,13 +69,22 @@ async def flush(
     paths_list = [RunPaths.of(cfg.spool_dir, r) for r in runs]
     deadline = time.monotonic() + timeout if timeout else None
     sem = asyncio.Semaphore(max(1, cfg.concurrency))
+    if stop is None:
+        # SIGTERM/SIGINT: finish the request in flight, write the checkpoint, return.
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, stop.set)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass
 
     async with AraClient(cfg) as client:
         async def one(paths: RunPaths) -> Outcome:
             async with sem:
                 while True:
                     shipper = RunShipper(paths, client, cfg, deadline=deadline, until_end=until_end,
-                                         stop=stop, on_progress=on_progress)
+                                         stop=stop, parent_pid=parent_pid, on_progress=on_progress)
                     outcome = await shipper.run()
                     if outcome.status != "busy":
                         return outcome

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -69,7 +70,8 @@ class RunShipper:
         deadline: float | None = None,
         until_end: bool = False,
         stop: asyncio.Event | None = None,
-        poll: float = 0.2,
+        poll: float = 0.05,
+        parent_pid: int | None = None,
         on_progress: Callable[[str, int], None] | None = None,
     ) -> None:
         self.paths = paths
@@ -79,6 +81,7 @@ class RunShipper:
         self.until_end = until_end
         self.stop = stop or asyncio.Event()
         self.poll = poll
+        self.parent_pid = parent_pid  # following a run for this process: stop when it is gone
         self.on_progress = on_progress
         self.state: state_mod.RunState | None = None
         self.reconciling = False
@@ -91,13 +94,18 @@ class RunShipper:
 
     # -- the loop ---------------------------------------------------------------------------
     async def run(self) -> Outcome:
-        lock = try_lock(self.paths)
+        # OSError here and below: a run file refused (symlink, foreign owner, writable by others)
+        # or the disk is full. That run stops with a clear error; the other runs go on.
+        try:
+            lock = try_lock(self.paths)
+        except OSError as exc:
+            return Outcome(self.paths.run_id, "error", message=str(exc))
         if lock is None:
             return Outcome(self.paths.run_id, "busy", message="another flusher is shipping this run")
         with lock:
             try:
                 self.state = state_mod.load(self.paths)
-            except ValueError as exc:
+            except (ValueError, OSError) as exc:
                 return Outcome(self.paths.run_id, "error", message=str(exc))
             st = self.state
             self.reconciling = not st.clean
@@ -105,7 +113,10 @@ class RunShipper:
                 log.info("run %s: last flusher did not stop cleanly; reconciling from offset %d",
                          st.run_id, st.offset)
             st.clean = False
-            state_mod.save(self.paths, st)
+            try:
+                state_mod.save(self.paths, st)
+            except OSError as exc:
+                return Outcome(self.paths.run_id, "error", message=f"cannot save the run's state: {exc}")
             self._requests_at_start = self.client.requests
             outcome: Outcome
             try:
@@ -116,12 +127,24 @@ class RunShipper:
                 outcome = Outcome(st.run_id, stop.status, message=stop.message)
                 if stop.status != "stopped":
                     self._record_error(stop.message)
+            except OSError as exc:
+                outcome = Outcome(st.run_id, "error", message=str(exc))
+                self._record_error(str(exc))
             finally:
                 st.clean = not self.uncertain
                 st.requests += self.client.requests - self._requests_at_start
                 self._requests_at_start = self.client.requests
                 st.updated = now_iso()
-                state_mod.save(self.paths, st)
+                try:
+                    state_mod.save(self.paths, st)
+                except OSError as exc:
+                    # The last durable checkpoint says clean=false: the next flusher reconciles.
+                    log.error("run %s: cannot save the run's state: %s", st.run_id, exc)
+                    save_error: OSError | None = exc
+                else:
+                    save_error = None
+            if save_error is not None and outcome.status == "done":
+                outcome = Outcome(st.run_id, "error", message=f"cannot save the run's state: {save_error}")
             outcome.shipped, outcome.quarantined = self._shipped, self._quarantined
             outcome.playbook = st.ids.playbook
             return outcome
@@ -134,7 +157,7 @@ class RunShipper:
                 raise _Stop("stopped", "stopped")
             lines = [line async for line in aread_lines(self.paths.spool, st.offset, BATCH_LINES)]
             if not lines:
-                if self.until_end and not st.ended:
+                if self.until_end and not st.ended and not self._orphaned():
                     if self._past_deadline():
                         raise _Stop("unreachable", "timed out waiting for the run to end")
                     self._checkpoint(force=self._since_ckpt > 0)
@@ -155,6 +178,11 @@ class RunShipper:
                 st.offset = line.end
                 self._since_ckpt += 1
                 self._checkpoint()
+
+    def _orphaned(self) -> bool:
+        # The run's ansible-playbook died without a run_end (SIGKILL): ship what is there, then
+        # stop following; the run's end never comes.
+        return self.parent_pid is not None and os.getppid() != self.parent_pid
 
     def _past_deadline(self) -> bool:
         return self.deadline is not None and time.monotonic() >= self.deadline
@@ -195,7 +223,8 @@ class RunShipper:
         except PermanentError as exc:
             self._quarantine(line, f"Ara refused it: {exc}")
             return
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
+            # ArithmeticError: e.g. a duration of 1e400 or one that reaches before year 1.
             self._quarantine(line, f"cannot map event to Ara: {type(exc).__name__}: {exc}")
             return
         st.shipped += 1
@@ -232,6 +261,9 @@ class RunShipper:
     def _on_backoff(self, details: dict[str, Any]) -> None:
         exc = details.get("exception")
         self._record_error(str(exc))
+        if self.state is not None:
+            # Let status, checkpoints and waiting one-shots see the trouble while we retry.
+            state_mod.save(self.paths, self.state, durable=False)
         log.warning("run %s: %s; retry %d in %.1fs", self.paths.run_id, exc, details["tries"], details["wait"])
 
     async def _execute(self, call: Call) -> dict[str, Any]:

@@ -46,14 +46,29 @@ def default_spool_dir() -> Path:
     return base / "ara-spool"
 
 
-def ensure_spool_dir(path: Path, mode: int = 0o700) -> Path:
-    """Create the spool dir (mode 0700 unless told otherwise); refuse a symlink in its place."""
+def group_shared() -> bool:
+    """$ARA_SPOOL_GROUP_SHARED: the spool is shared by a group (ansible users + the flusher service).
+
+    Then a new spool dir is 2770 (setgid: files inherit the dir's group) and files we create are
+    0660 whatever the umask, so that every member can append, ship and checkpoint any run.
+    """
+    return os.environ.get("ARA_SPOOL_GROUP_SHARED", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def ensure_spool_dir(path: Path, mode: int | None = None) -> Path:
+    """Create the spool dir (0700, or 2770 when group-shared); refuse a symlink in its place."""
     path = Path(path)
+    shared = group_shared()
+    if mode is None:
+        mode = 0o2770 if shared else 0o700
     try:
         st = os.lstat(path)
     except FileNotFoundError:
         path.mkdir(mode=mode, parents=True, exist_ok=True)
         st = os.lstat(path)
+        if shared and stat.S_IMODE(st.st_mode) != mode and st.st_uid == os.geteuid():
+            os.chmod(path, mode)  # mkdir's mode went through the umask and drops setgid
+            st = os.lstat(path)
     if stat.S_ISLNK(st.st_mode):
         raise UnsafeSpoolPath(f"spool dir {path} is a symlink; refusing to follow it")
     if not stat.S_ISDIR(st.st_mode):
@@ -128,4 +143,24 @@ def open_nofollow(path: Path, flags: int, mode: int = 0o600) -> int:
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)
         raise UnsafeSpoolPath(f"{path} is not a regular file")
+    if flags & os.O_CREAT and mode == 0o600 and group_shared() and st.st_uid == os.geteuid() \
+            and stat.S_IMODE(st.st_mode) != 0o660:
+        # Group-shared spool: a file we own becomes group read-write (the umask may have masked it).
+        os.fchmod(fd, 0o660)
+    # A spool line becomes an audit record in Ara under the flusher's credentials: refuse a file
+    # others could have forged events into (created 0600 by us, so only one changed or planted
+    # after the fact). Readable by others is a leak, not a forgery: `ara-spool verify` warns.
+    problem = None
+    if group_shared():
+        if st.st_mode & 0o002:
+            problem = f"is writable by others (mode {stat.S_IMODE(st.st_mode):04o}), so its events could be forged"
+    elif st.st_uid not in (os.geteuid(), 0):
+        problem = (f"is owned by uid {st.st_uid}, not by this user (uid {os.geteuid()}) or root "
+                   "(run ara-spool as its owner, or share the spool with ARA_SPOOL_GROUP_SHARED)")
+    elif st.st_mode & 0o022:
+        problem = (f"is writable by group or others (mode {stat.S_IMODE(st.st_mode):04o}), so its events could be "
+                   "forged (chmod 600 it if its content is trusted)")
+    if problem:
+        os.close(fd)
+        raise UnsafeSpoolPath(f"{path} {problem}; refusing it")
     return fd

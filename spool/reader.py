@@ -46,6 +46,9 @@ def parse(raw: bytes, offset: int) -> Line:
         event = json.loads(text)
     except ValueError as exc:
         return Line(offset, end, raw, error=f"malformed JSON: {exc}")
+    except RecursionError:
+        # json raises this (not ValueError) on deep nesting: one bad line, not a dead reader.
+        return Line(offset, end, raw, error="malformed JSON: nested too deeply")
     try:
         schema.validate(event)
     except schema.SchemaError as exc:

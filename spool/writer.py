@@ -73,10 +73,17 @@ def append(
 
     fsync defaults to $ARA_SPOOL_FSYNC (off): an appended line survives a crash of any process
     without it; fsync is only for power loss, at the cost of a disk flush per event.
+    With $ARA_SPOOL_MAX_BYTES set, a spool over that size warns, or raises SpoolFull (an OSError,
+    ENOSPC) when $ARA_SPOOL_FULL_POLICY=refuse.
     """
     paths = RunPaths.of(spool_dir or default_spool_dir(), run_id)
     ensure_spool_dir(paths.spool_dir)
     event = schema.make_event(run_id, kind, body, ts)
+    if os.environ.get("ARA_SPOOL_MAX_BYTES"):
+        # Size cap (spool/retention.py): warn, or refuse with SpoolFull before anything is written.
+        from spool.retention import check_cap
+
+        check_cap(paths.spool_dir, len(encode(event)) + 64)
     if fsync is None:
         fsync = os.environ.get("ARA_SPOOL_FSYNC", "").lower() in ("1", "true", "yes")
     fd = open_nofollow(paths.spool, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)

@@ -1,0 +1,99 @@
+# ara-spool: spool one explicit audit event (the seed's task/status/host/duration/details) at the
+# moment a task calls it. Runs on the controller; no module is sent to the host.
+from __future__ import annotations
+
+DOCUMENTATION = """
+module: ara_spool_event
+short_description: Record an explicit audit event for Ara through the ara-spool spool
+description:
+  - Appends one event to this run's spool; Ara shows it as a result of a task named I(task) on host
+    I(host), with I(details) as the result's content. Does nothing when C(ara_enabled) is false.
+options:
+  task: {description: Task name shown in Ara (default this task's name), type: str}
+  status: {description: "ok, failed, skipped or unreachable", type: str, default: ok}
+  host: {description: Host shown in Ara (default inventory_hostname), type: str}
+  duration: {description: Seconds the step took, type: float}
+  details: {description: Any data, stored as the result's content, type: raw}
+  changed: {description: Mark the result changed, type: bool, default: false}
+"""
+
+import os  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from ansible.plugins.action import ActionBase  # noqa: E402
+
+try:
+    from handlers import runtime
+except ImportError:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+    from handlers import runtime
+from spool import writer  # noqa: E402
+from spool.paths import UnsafeRunId  # noqa: E402
+
+STATUSES = ("ok", "failed", "skipped", "unreachable")
+
+
+def play_uuid_of(task) -> str | None:
+    parent = getattr(task, "_parent", None)
+    while parent is not None:
+        play = getattr(parent, "_play", None)
+        if play is not None:
+            return str(play._uuid)[:36]
+        parent = getattr(parent, "_parent", None)
+    return None
+
+
+class ActionModule(ActionBase):
+    _supports_check_mode = True  # an audit event is recorded under --check too
+    _supports_async = False
+    TRANSFERS_FILES = False
+
+    def run(self, tmp=None, task_vars=None):
+        task_vars = task_vars or {}
+        result = super().run(tmp, task_vars)
+        result["changed"] = False
+        enabled = self._templar.template(task_vars.get("ara_enabled", False))
+        if not (runtime.as_bool(enabled) or os.environ.get(runtime.ACTIVE_ENV)):
+            result.update(skipped=True, skip_reason="ara_enabled is false")
+            return result
+        args = self._task.args
+        status = str(args.get("status", "ok"))
+        if status not in STATUSES:
+            result.update(failed=True, msg=f"status must be one of {', '.join(STATUSES)}, not {status!r}")
+            return result
+        run_id = self._templar.template(task_vars.get("ara_run_id") or "") or os.environ.get(runtime.ACTIVE_ENV) \
+            or os.environ.get("ARA_RUN_ID")
+        if not run_id:
+            result.update(failed=True, msg="no run id: enable the ara_spool callback or set ara_run_id")
+            return result
+        body = {
+            "task": str(args.get("task") or self._task.get_name()),
+            "status": status,
+            "host": str(args.get("host") or task_vars.get("inventory_hostname", "localhost")),
+            "details": args.get("details", {}),
+            "changed": bool(args.get("changed", False)),
+            "play_uuid": play_uuid_of(self._task),
+        }
+        spec = self._task.get_path() or ""
+        path, _, line = spec.rpartition(":")
+        if path:
+            body["path"], body["lineno"] = path, int(line) if line.isdigit() else 1
+        if args.get("duration") is not None:
+            try:
+                body["duration"] = float(args["duration"])
+            except (TypeError, ValueError):
+                result.update(failed=True, msg=f"duration must be a number, not {args['duration']!r}")
+                return result
+        try:
+            event = writer.append(str(run_id), "event", body, spool_dir=runtime.spool_dir())
+        except (OSError, ValueError, UnsafeRunId) as exc:
+            fail = runtime.as_bool(self._templar.template(task_vars.get("ara_fail_on_error", False)))
+            msg = f"ara-spool: cannot spool the event: {exc}"
+            if fail:
+                result.update(failed=True, msg=msg)
+            else:
+                result["warnings"] = [msg]
+            return result
+        result.update(msg=f"event spooled for run {run_id}", ara_run_id=str(run_id), ara_event_seq=event["seq"])
+        return result

@@ -1,0 +1,415 @@
+# ara-spool: record every task result of a playbook run into a local spool file, in the main
+# process and without waiting on the network; a background flusher ships it to Ara.
+from __future__ import annotations
+
+DOCUMENTATION = """
+name: ara_spool
+type: notification
+short_description: Spool every task result for ara-spool, which ships it to Ara in order, exactly once
+description:
+  - Appends run, play, task and result events to a run-scoped JSON-lines spool file
+    (C($ARA_SPOOL_DIR/<run id>.jsonl)) in the main ansible-playbook process, with no network and no module run.
+  - Inert unless enabled, by the C(ara_enabled) variable (extra vars, play vars or the ara_spool role's
+    defaults) or by the C(enabled) option below.
+  - While the play runs, a background C(ara-spool flush) ships the run to Ara; at the end of the run the
+    remaining tail is shipped, bounded by C(flush_timeout). What cannot be shipped stays in the spool.
+options:
+  enabled:
+    description: Record every run, even without C(ara_enabled).
+    type: bool
+    default: false
+    env: [{name: ARA_SPOOL_ENABLED}]
+    ini: [{section: ara_spool, key: enabled}]
+  spool_dir:
+    description: Spool directory (default C($XDG_STATE_HOME/ara-spool) or C(~/.local/state/ara-spool)).
+    type: path
+    env: [{name: ARA_SPOOL_DIR}]
+    ini: [{section: ara_spool, key: spool_dir}]
+  run_id:
+    description: Run id; the C(ara_run_id) variable wins; default a new uuid4 per ansible-playbook run.
+    type: str
+    env: [{name: ARA_RUN_ID}]
+    ini: [{section: ara_spool, key: run_id}]
+  flusher:
+    description: Ship in the background while the play runs. Set false where a systemd ara-spool daemon
+      ships the spool; the C(ara_spool_flusher) variable wins.
+    type: bool
+    default: true
+    env: [{name: ARA_SPOOL_FLUSHER}]
+    ini: [{section: ara_spool, key: flusher}]
+  flush_timeout:
+    description: Seconds the end of the run (and each play's end) may wait for shipping; the
+      C(ara_flush_timeout) variable wins.
+    type: float
+    default: 30
+    env: [{name: ARA_SPOOL_FLUSH_TIMEOUT}]
+    ini: [{section: ara_spool, key: flush_timeout}]
+  record_content:
+    description: Record each result's returned data as the Ara result's content.
+    type: bool
+    default: true
+    env: [{name: ARA_SPOOL_RECORD_CONTENT}]
+    ini: [{section: ara_spool, key: record_content}]
+"""
+
+import atexit  # noqa: E402
+import getpass  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import sys  # noqa: E402
+from datetime import UTC, datetime  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from ansible import __version__ as ANSIBLE_VERSION  # noqa: E402
+from ansible.module_utils.common.json import AnsibleJSONEncoder  # noqa: E402
+from ansible.plugins.callback import CallbackBase  # noqa: E402
+from ansible.utils.display import Display  # noqa: E402
+from ansible.vars.clean import module_response_deepcopy, strip_internal_keys  # noqa: E402
+
+try:
+    from handlers import runtime
+except ImportError:  # plugins used from a checkout or a collection: the packages sit 3 levels up
+    sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+    from handlers import runtime
+from spool import writer  # noqa: E402
+from spool.paths import UnsafeRunId, check_run_id  # noqa: E402
+
+display = Display()
+MAX_FILE_BYTES = 1024 * 1024  # larger source files are recorded as a note, not their content
+CENSORED = "the output has been hidden due to the fact that 'no_log: true' was specified for this result"
+EVENT_ACTIONS = ("ara_spool_event",)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+class CallbackModule(CallbackBase):
+    CALLBACK_VERSION = 2.0
+    CALLBACK_TYPE = "notification"
+    CALLBACK_NAME = "ara_spool"
+    CALLBACK_NEEDS_ENABLED = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.run_id: str | None = None  # set once the run is recorded
+        self.dir: Path | None = None
+        self.playbook_path: str | None = None
+        self.play_uuid: str | None = None
+        self.task_uuid: str | None = None
+        self.task_failed = False
+        self.task_started: dict[str, str] = {}
+        self.result_started: dict[tuple[str, str], str] = {}
+        self.files: set[str] = set()
+        self.flusher = None
+        self.flush_timeout = 30.0
+        self.ended = False
+        self.broken = False  # the spool cannot be written: warn once, never break the play
+        self.main_pid = os.getpid()
+        self.appending = False
+        self.deferred_signal: int | None = None
+        self.previous_handlers: dict[int, object] = {}
+
+    # -- enabling -----------------------------------------------------------------------------
+    def v2_playbook_on_start(self, playbook) -> None:
+        self.playbook_path = os.path.abspath(playbook._file_name)
+
+    def _play_vars(self, play) -> dict:
+        try:
+            return play.get_variable_manager().get_vars(play=play)
+        except Exception:  # noqa: BLE001 - an odd inventory must not break recording
+            return {}
+
+    def _template(self, play, variables: dict, value):
+        if not isinstance(value, str) or "{{" not in value:
+            return value
+        from ansible.template import Templar
+
+        return Templar(loader=play._loader, variables=variables).template(value)
+
+    def _start_run(self, play, variables: dict) -> None:
+        def var(name, default=None):
+            return self._template(play, variables, variables.get(name, default))
+
+        run_id = var("ara_run_id") or self.get_option("run_id") or os.environ.get(runtime.ACTIVE_ENV)
+        run_id = str(run_id) if run_id else runtime.new_run_id()
+        try:
+            check_run_id(run_id)
+        except UnsafeRunId as exc:
+            display.warning(f"ara-spool: not recording this run: {exc}")
+            self.broken = True
+            return
+        self.run_id = run_id
+        self.dir = runtime.spool_dir(self.get_option("spool_dir"))
+        timeout = var("ara_flush_timeout")
+        self.flush_timeout = float(timeout if timeout not in (None, "") else self.get_option("flush_timeout"))
+        # Forked workers (the action plugins) and the flusher inherit the id from here.
+        os.environ[runtime.ACTIVE_ENV] = run_id
+        os.environ["ARA_RUN_ID"] = run_id
+        metadata = var("ara_default_metadata") or {}
+        labels = var("ara_playbook_labels") or []
+        if isinstance(labels, str):
+            labels = [x for x in labels.split(",") if x]
+        try:
+            user = getpass.getuser()
+        except Exception:  # noqa: BLE001
+            user = None
+        self._append("run_start", {
+            "path": self.playbook_path or "unknown", "name": var("ara_playbook_name"),
+            "ansible_version": ANSIBLE_VERSION, "labels": list(labels),
+            "metadata": metadata if isinstance(metadata, dict) else {"metadata": str(metadata)},
+            "controller": socket.gethostname(), "user": user,
+            "python_version": ".".join(map(str, sys.version_info[:3])), "client_version": "ara-spool",
+        })
+        if self.playbook_path:
+            self._record_file(self.playbook_path)
+        flusher_on = var("ara_spool_flusher")
+        flusher_on = self.get_option("flusher") if flusher_on in (None, "") else runtime.as_bool(flusher_on)
+        if flusher_on and not self.broken:
+            env = runtime.api_env(var("ara_api_base_url"), var("ara_api_token"), var("ara_verify_ssl"))
+            try:
+                self.flusher = runtime.start_flusher(run_id, self.dir, env)
+            except OSError as exc:
+                display.warning(f"ara-spool: cannot start the background flusher ({exc}); events stay spooled")
+        atexit.register(self._at_exit)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self.previous_handlers[sig] = signal.getsignal(sig)
+            signal.signal(sig, self._on_signal)
+        display.vv(f"ara-spool: recording run {run_id} to {self.dir}")
+
+    # -- writing ------------------------------------------------------------------------------
+    def _append(self, kind: str, body: dict, ts: str | None = None) -> None:
+        if self.run_id is None or self.broken:
+            return
+        self.appending = True
+        try:
+            writer.append(self.run_id, kind, body, spool_dir=self.dir, ts=ts)
+        except (OSError, ValueError) as exc:
+            # Disk full, permissions, a symlinked spool: say so once, let the play go on.
+            self.broken = True
+            display.warning(f"ara-spool: cannot write the spool for run {self.run_id}: {exc}; "
+                            "recording stops here, earlier events are kept")
+        finally:
+            self.appending = False
+        if self.deferred_signal is not None:
+            sig, self.deferred_signal = self.deferred_signal, None
+            self._on_signal(sig, None)
+
+    def _record_file(self, path: str) -> None:
+        if path in self.files:
+            return
+        self.files.add(path)
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read(MAX_FILE_BYTES + 1)
+            content = data.decode("utf-8", "replace") if len(data) <= MAX_FILE_BYTES else \
+                f"# {path}: larger than {MAX_FILE_BYTES} bytes, not recorded by ara-spool\n"
+        except OSError as exc:
+            content = f"# {path}: not readable by ara-spool ({exc.strerror})\n"
+        self._append("file", {"path": path, "content": content})
+
+    # -- plays and tasks ----------------------------------------------------------------------
+    def v2_playbook_on_play_start(self, play) -> None:
+        if self.run_id is None and not self.broken:
+            variables = self._play_vars(play)
+            if not (runtime.as_bool(self._template(play, variables, variables.get("ara_enabled", False)))
+                    or self.get_option("enabled")):
+                return
+            self._start_run(play, variables)
+        if self.run_id is None:
+            return
+        self._end_task()
+        self._end_play(wait=True)
+        self.play_uuid = str(play._uuid)[:36]
+        self._append("play_start", {"uuid": self.play_uuid, "name": play.get_name()})
+
+    def v2_playbook_on_task_start(self, task, is_conditional, handler: bool = False) -> None:
+        if self.run_id is None:
+            return
+        self._end_task()
+        path, lineno = self.playbook_path, 1
+        spec = task.get_path()
+        if spec:
+            path, _, line = spec.rpartition(":")
+            lineno = int(line) if line.isdigit() else 1
+        if path:
+            self._record_file(path)
+        self.task_uuid = str(task._uuid)[:36]
+        self.task_failed = False
+        self.task_started[self.task_uuid] = _now()
+        self._append("task_start", {
+            "uuid": self.task_uuid, "name": task.get_name(), "action": task.action, "path": path,
+            "lineno": lineno, "handler": handler, "tags": list(task.tags or []), "play_uuid": self.play_uuid,
+        })
+
+    def v2_playbook_on_handler_task_start(self, task) -> None:
+        self.v2_playbook_on_task_start(task, False, handler=True)
+
+    def _end_task(self) -> None:
+        if self.task_uuid is not None:
+            self._append("task_end", {"uuid": self.task_uuid, "status": "failed" if self.task_failed else "completed"})
+            self.task_started.pop(self.task_uuid, None)
+            self.task_uuid = None
+
+    def _end_play(self, wait: bool = False) -> None:
+        if self.play_uuid is not None:
+            self._append("play_end", {"uuid": self.play_uuid, "status": "completed"})
+            self.play_uuid = None
+            if wait and self.flusher is not None and self.flusher.poll() is None:
+                # A play's end is a checkpoint: wait (bounded) while Ara keeps up; once it has
+                # failed, do not make every play pay the timeout.
+                _, error = runtime.shipped_to(self.run_id, self.dir)
+                if error is None:
+                    runtime.wait_shipped(self.run_id, self.dir, self.flush_timeout, self.flusher)
+
+    # -- results ------------------------------------------------------------------------------
+    def v2_runner_on_start(self, host, task) -> None:
+        if self.run_id is not None:
+            self.result_started[(host.get_name(), str(task._uuid)[:36])] = _now()
+
+    def v2_runner_on_ok(self, result, **kwargs) -> None:
+        self._record(result, "ok", kwargs.get("ignore_errors"))
+
+    def v2_runner_on_failed(self, result, ignore_errors: bool = False, **kwargs) -> None:
+        self._record(result, "failed", ignore_errors)
+
+    def v2_runner_on_skipped(self, result, **kwargs) -> None:
+        self._record(result, "skipped", False)
+
+    def v2_runner_on_unreachable(self, result, **kwargs) -> None:
+        self._record(result, "unreachable", False)
+
+    def _content(self, result) -> dict:
+        if result._task.no_log or result._result.get("_ansible_no_log"):
+            return {"censored": CENSORED, "changed": bool(result._result.get("changed", False))}
+        if not self.get_option("record_content"):
+            return {}
+        data = strip_internal_keys(module_response_deepcopy(result._result))
+        try:
+            return json.loads(json.dumps(data, cls=AnsibleJSONEncoder, ensure_ascii=False))
+        except (TypeError, ValueError):
+            return {"unrecordable": str(data)[:10000]}
+
+    def _record(self, result, status: str, ignore_errors) -> None:
+        if self.run_id is None:
+            return
+        task = result._task
+        host = result._host.get_name()
+        task_uuid = str(task._uuid)[:36]
+        ended = _now()
+        started = self.result_started.pop((host, task_uuid), None) or self.task_started.get(task_uuid) or ended
+        ignore_errors = bool(ignore_errors)
+        if status in ("failed", "unreachable") and not ignore_errors:
+            self.task_failed = True
+        action = str(task.action or "")
+        payload = None
+        facts = result._result.get("ansible_facts") if isinstance(result._result, dict) else None
+        if isinstance(facts, dict) and "ara_event_payload" in facts and status == "ok":
+            payload = facts["ara_event_payload"]
+        if action.rsplit(".", 1)[-1] in EVENT_ACTIONS and status == "ok":
+            return  # the action plugin spooled the explicit event itself
+        delegated = []
+        if task.delegate_to:
+            dvars = result._result.get("_ansible_delegated_vars") or {}
+            name = dvars.get("ansible_delegated_host") or dvars.get("ansible_host") or task.delegate_to
+            if name and name != host:
+                delegated.append(str(name))
+        spec = task.get_path() or ""
+        path, _, line = spec.rpartition(":")
+        self._append("result", {
+            "task_uuid": task_uuid, "play_uuid": self.play_uuid, "host": host, "delegated_to": delegated,
+            "status": status, "changed": bool(result._result.get("changed", False)), "ignore_errors": ignore_errors,
+            "started": started, "ended": ended, "content": self._content(result),
+            "task_name": task.get_name(), "action": action, "path": path or self.playbook_path,
+            "lineno": int(line) if line.isdigit() else 1,
+        }, ts=ended)
+        if payload is not None:
+            self._spool_payload(payload, task, host, started, ended)
+
+    def _spool_payload(self, payload, task, host: str, started: str, ended: str) -> None:
+        """The seed's pattern: `set_fact: ara_event_payload` + `notify: ara_send_event`. Handlers run
+        once per host per flush with the last payload, so the payload is spooled here, as each task
+        sets it, with that task's identity and time."""
+        if not isinstance(payload, dict):
+            payload = {"details": payload}
+        status = str(payload.get("status") or "ok")
+        if status not in ("ok", "failed", "skipped", "unreachable"):
+            payload = {**payload, "details": {"status": status, "details": payload.get("details")}}
+            status = "ok"
+        duration = payload.get("duration")
+        try:
+            duration = float(duration) if duration is not None else None
+        except (TypeError, ValueError):
+            duration = None
+        spec = task.get_path() or ""
+        path, _, line = spec.rpartition(":")
+        body = {
+            "task": str(payload.get("task") or task.get_name()), "status": status,
+            "host": str(payload.get("host") or host), "details": payload.get("details", {}),
+            "play_uuid": self.play_uuid, "path": path or self.playbook_path,
+            "lineno": int(line) if line.isdigit() else 1,
+        }
+        if duration is not None and duration >= 0:
+            body["duration"] = duration
+        self._append("event", body, ts=ended)
+
+    # -- the end ------------------------------------------------------------------------------
+    def v2_playbook_on_stats(self, stats) -> None:
+        if self.run_id is None:
+            return
+        self._end_task()
+        self._end_play()
+        counters = {}
+        failed = False
+        for host in sorted(stats.processed.keys()):
+            s = stats.summarize(host)
+            counters[host] = {"ok": s["ok"], "changed": s["changed"], "failed": s["failures"],
+                              "skipped": s["skipped"], "unreachable": s["unreachable"]}
+            failed = failed or bool(s["failures"] or s["unreachable"])
+        self._append("host_stats", counters)
+        self._finish("failed" if failed else "completed")
+
+    def _finish(self, status: str) -> None:
+        if self.ended or self.run_id is None:
+            return
+        self.ended = True
+        self._append("run_end", {"status": status})
+        if self.flusher is None:
+            display.vv(f"ara-spool: run {self.run_id} spooled; the ara-spool daemon ships it")
+            return
+        code = runtime.stop_flusher(self.flusher, self.flush_timeout)
+        if code != 0:
+            offset, error = runtime.shipped_to(self.run_id, self.dir)
+            left = runtime.spool_size(self.run_id, self.dir) - offset
+            why = error or ("still shipping after the flush timeout" if code is None else f"flusher exit {code}")
+            display.warning(f"ara-spool: run {self.run_id} is not all in Ara ({why}); {left} spooled byte(s) "
+                            f"kept in {self.dir}: ship them with `ara-spool flush --run {self.run_id}`")
+
+    def _on_signal(self, sig: int, frame) -> None:
+        if os.getpid() != self.main_pid:  # a forked worker inherited this handler
+            return self._chain(sig, frame)
+        if self.appending:  # never re-enter the writer's lock: finish that line first
+            self.deferred_signal = sig
+            return None
+        self._end_task()
+        self._finish("expired")
+        return self._chain(sig, frame)
+
+    def _chain(self, sig: int, frame):
+        previous = self.previous_handlers.get(sig)
+        if callable(previous):
+            return previous(sig, frame)
+        if previous == signal.SIG_IGN:
+            return None
+        if sig == signal.SIGINT:
+            raise KeyboardInterrupt
+        signal.signal(sig, signal.SIG_DFL)
+        os.kill(os.getpid(), sig)
+        return None
+
+    def _at_exit(self) -> None:
+        if os.getpid() == self.main_pid and not self.ended:
+            self._end_task()
+            self._finish("expired")

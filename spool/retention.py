@@ -1,0 +1,277 @@
+"""Retention of shipped runs, and the spool size cap.
+
+A run is *retired* once it is wholly in Ara (its run_end shipped, its checkpoint at the end of the
+spool, the last flusher stopped cleanly) and nothing touched it for `days`: its files are removed
+(`delete`) or moved to `<spool>/archive/` with the spool and quarantine gzipped (`archive`).
+Runs that are not wholly shipped are never retired, whatever their age: an audit trail is not
+dropped silently. The daemon (flusher/daemon.py) calls apply() periodically.
+
+The size cap (ARA_SPOOL_MAX_BYTES) is checked by spool/writer.py append(): over the cap the
+append warns (policy `warn`, the default: nothing is lost) or raises SpoolFull (policy `refuse`:
+the caller sees the error and reports it, e.g. the play fails with ara_fail_on_error).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import gzip
+import logging
+import os
+import shutil
+import stat
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from spool import state as state_mod
+from spool.lock import try_lock
+from spool.paths import (
+    REJECTED_SUFFIX,
+    STATE_SUFFIX,
+    RunPaths,
+    UnsafeSpoolPath,
+    ensure_spool_dir,
+    list_runs,
+    open_nofollow,
+)
+
+log = logging.getLogger("ara_spool.retention")
+
+ARCHIVE_DIR = "archive"
+ACTIONS = ("delete", "archive")
+FULL_POLICIES = ("warn", "refuse")
+# After a spool file is moved away, how long a writer that had opened it just before may still
+# take to write its line into the moved file (it then gets put back: see _retire).
+_LATE_WRITER_GRACE = 0.05
+
+
+class SpoolFull(OSError):
+    """The spool is over ARA_SPOOL_MAX_BYTES and the policy is `refuse`: the event was not written."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(errno.ENOSPC, message)
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+class RetentionConfigError(ValueError):
+    """A retention or cap setting that cannot work; the message names the variable."""
+
+
+def parse_size(raw: str, name: str = "ARA_SPOOL_MAX_BYTES") -> int:
+    """'500000', '200M', '2G' (powers of 1024) -> bytes."""
+    text = raw.strip().upper().removesuffix("B").removesuffix("I")
+    mult = 1
+    if text and text[-1] in "KMGT":
+        mult = 1024 ** ("KMGT".index(text[-1]) + 1)
+        text = text[:-1]
+    try:
+        value = float(text) * mult
+    except ValueError:
+        raise RetentionConfigError(f"{name}={raw!r} is not a size (e.g. 500M, 2G)") from None
+    if value <= 0:
+        raise RetentionConfigError(f"{name}={raw!r} must be positive")
+    return int(value)
+
+
+@dataclass
+class Cap:
+    """The spool size cap: max_bytes (None: no cap) and what to do over it."""
+
+    max_bytes: int | None = None
+    policy: str = "warn"
+
+    @classmethod
+    def from_env(cls) -> Cap:
+        raw = os.environ.get("ARA_SPOOL_MAX_BYTES", "").strip()
+        policy = (os.environ.get("ARA_SPOOL_FULL_POLICY", "").strip().lower() or "warn")
+        if policy not in FULL_POLICIES:
+            raise RetentionConfigError(f"ARA_SPOOL_FULL_POLICY={policy!r}: use one of {', '.join(FULL_POLICIES)}")
+        return cls(parse_size(raw) if raw else None, policy)
+
+
+@dataclass
+class Retention:
+    """Retire wholly shipped runs untouched for `days` (None: keep them forever)."""
+
+    days: float | None = None
+    action: str = "delete"
+
+    @classmethod
+    def from_env(cls) -> Retention:
+        raw = os.environ.get("ARA_SPOOL_RETENTION_DAYS", "").strip()
+        days: float | None = None
+        if raw:
+            try:
+                days = float(raw)
+            except ValueError:
+                raise RetentionConfigError(f"ARA_SPOOL_RETENTION_DAYS={raw!r} is not a number") from None
+            if days < 0:
+                raise RetentionConfigError(f"ARA_SPOOL_RETENTION_DAYS={raw!r} must not be negative")
+        action = os.environ.get("ARA_SPOOL_RETENTION_ACTION", "").strip().lower() or "delete"
+        r = cls(days, action)
+        r.check()
+        return r
+
+    def check(self) -> None:
+        if self.action not in ACTIONS:
+            raise RetentionConfigError(f"retention action {self.action!r}: use one of {', '.join(ACTIONS)}")
+        if self.days is not None and self.days < 0:
+            raise RetentionConfigError("retention days must not be negative")
+
+
+@dataclass
+class Report:
+    retired: list[str] = field(default_factory=list)
+    kept: int = 0  # runs not retired (pending, recent, busy)
+
+
+def spool_usage(spool_dir: Path | str) -> int:
+    """Bytes of the regular files directly in the spool dir (archive/ is not counted)."""
+    total = 0
+    try:
+        with os.scandir(spool_dir) as entries:
+            for entry in entries:
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if stat.S_ISREG(st.st_mode):
+                    total += st.st_size
+    except FileNotFoundError:
+        return 0
+    return total
+
+
+def check_cap(spool_dir: Path | str, adding: int, cap: Cap | None = None) -> None:
+    """Before an append of `adding` bytes: warn, or raise SpoolFull, if the spool goes over the cap."""
+    cap = cap or Cap.from_env()
+    if cap.max_bytes is None:
+        return
+    used = spool_usage(spool_dir)
+    if used + adding <= cap.max_bytes:
+        return
+    message = (f"spool {spool_dir} holds {used} bytes, over ARA_SPOOL_MAX_BYTES={cap.max_bytes}: "
+               "is the flusher running and Ara reachable? (`ara-spool status`)")
+    if cap.policy == "refuse":
+        raise SpoolFull(message + "; event refused (ARA_SPOOL_FULL_POLICY=refuse)")
+    log.warning("%s; event kept anyway (ARA_SPOOL_FULL_POLICY=warn)", message)
+
+
+def _size(path: Path) -> int:
+    try:
+        return os.stat(path, follow_symlinks=False).st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return os.stat(path, follow_symlinks=False).st_mtime
+    except FileNotFoundError:
+        return 0.0
+
+
+def retirable(paths: RunPaths, max_age_s: float, now: float | None = None) -> bool:
+    """Whether the run is wholly shipped and untouched for max_age_s (no lock taken)."""
+    st = state_mod.read_state_quiet(paths)
+    if st is None or not st.ended or not st.clean or st.offset < _size(paths.spool):
+        return False
+    last = max(_mtime(paths.spool), _mtime(paths.state), _mtime(paths.rejected))
+    return (now if now is not None else time.time()) - last >= max_age_s
+
+
+def _gzip_into(src: Path, dest: Path) -> None:
+    """src -> dest.gz, written to a temp name then renamed (a crash leaves no half archive)."""
+    tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
+    fd = open_nofollow(src, os.O_RDONLY)
+    with os.fdopen(fd, "rb") as fin, gzip.open(tmp, "wb") as fout:
+        shutil.copyfileobj(fin, fout, 1 << 20)
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, dest)
+
+
+def _retire(paths: RunPaths, action: str) -> bool:
+    """Remove or archive one run's files; False if a writer got in the way (nothing removed)."""
+    archive = paths.spool_dir / ARCHIVE_DIR
+    if action == "archive":
+        ensure_spool_dir(archive)
+    try:
+        fd = open_nofollow(paths.spool, os.O_RDONLY)
+    except FileNotFoundError:
+        fd = None
+    hidden = paths.spool_dir / f".{paths.run_id}.retiring"
+    if fd is not None:
+        try:
+            # The writer appends under this flock: no append can start while we check and move.
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            size = os.fstat(fd).st_size
+            st = state_mod.read_state_quiet(paths)
+            if st is None or st.offset < size or not st.ended:
+                return False
+            os.rename(paths.spool, hidden)
+        finally:
+            os.close(fd)  # releases the flock
+        # A writer that opened the file just before the rename writes into the moved file once we
+        # release the flock: then the file goes back and the run stays for the flusher.
+        time.sleep(_LATE_WRITER_GRACE)
+        if _size(hidden) != size:
+            try:
+                os.link(hidden, paths.spool)  # fails if a new spool file exists: keep both then
+                os.unlink(hidden)
+            except FileExistsError:
+                log.error("run %s: a late event landed in %s while it was being retired; keep that file "
+                          "and ship it by hand", paths.run_id, hidden)
+            return False
+    if action == "archive":
+        if fd is not None:
+            _gzip_into(hidden, archive / (paths.run_id + ".jsonl.gz"))
+        if paths.rejected.exists():
+            _gzip_into(paths.rejected, archive / (paths.run_id + REJECTED_SUFFIX + ".gz"))
+        if paths.state.exists():
+            os.replace(paths.state, archive / (paths.run_id + STATE_SUFFIX))
+    for path in (hidden, paths.rejected, paths.state):
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+    return True
+
+
+def apply(spool_dir: Path | str, retention: Retention, now: float | None = None) -> Report:
+    """Retire every run that qualifies; runs held by a flusher are left for the next pass."""
+    report = Report()
+    if retention.days is None:
+        return report
+    spool_dir = Path(spool_dir)
+    max_age = retention.days * 86400.0
+    for run_id in list_runs(spool_dir):
+        paths = RunPaths.of(spool_dir, run_id)
+        if not retirable(paths, max_age, now):
+            report.kept += 1
+            continue
+        lock = try_lock(paths)
+        if lock is None:  # a flusher is on it: not idle after all
+            report.kept += 1
+            continue
+        try:
+            with lock:
+                done = _retire(paths, retention.action)
+                if done:
+                    # Unlinked while held: a flusher that opens the name now gets a fresh lock
+                    # file and finds nothing to ship.
+                    os.unlink(paths.lock)
+        except (OSError, UnsafeSpoolPath) as exc:
+            log.error("run %s: retention failed: %s", run_id, exc)
+            done = False
+        if done:
+            report.retired.append(run_id)
+            log.info("run %s: shipped and idle for %.1f day(s): %s", run_id, retention.days,
+                     "archived" if retention.action == "archive" else "removed")
+        else:
+            report.kept += 1
+    return report
+

@@ -1,0 +1,42 @@
+"""Run real ansible-playbook with the ara-spool plugins enabled the way users enable them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from handlers import env_lines
+
+PLAYBOOKS = Path(__file__).resolve().parent / "playbooks"
+BIN = Path(sys.executable).parent
+
+
+def ansible_env(tmp: Path, spool_dir: Path, server: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ARA_", "ANSIBLE_"))}
+    for line in env_lines():  # what `eval "$(ara-spool env)"` exports
+        name, _, value = line.removeprefix("export ").partition("=")
+        env[name] = value.split("$")[0].strip("'")
+    env.update({
+        "PATH": f"{BIN}:{env.get('PATH', '')}",
+        "ANSIBLE_HOME": str(tmp / "ansible-home"),
+        "ANSIBLE_LOCAL_TEMP": str(tmp / "ansible-tmp"),
+        "ANSIBLE_REMOTE_TMP": str(tmp / "ansible-remote"),
+        "ANSIBLE_PYTHON_INTERPRETER": sys.executable,
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_FORKS": "5",
+        "ANSIBLE_HOST_KEY_CHECKING": "0",
+        "ARA_SPOOL_DIR": str(spool_dir),
+        "ARA_API_SERVER": server,
+    })
+    env.update(extra)
+    return env
+
+
+def playbook_cmd(name: str, *args: str) -> list[str]:
+    return [str(BIN / "ansible-playbook"), "-i", str(PLAYBOOKS / "inventory.ini"), str(PLAYBOOKS / name), *args]
+
+
+def run_playbook(env: dict[str, str], name: str, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(playbook_cmd(name, *args), env=env, capture_output=True, text=True, timeout=timeout)

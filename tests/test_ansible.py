@@ -1,0 +1,213 @@
+"""Real ansible-playbook runs with the ara-spool callback, action plugin and role, into a real Ara."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from spool import schema
+from spool.paths import RunPaths
+from spool.reader import read_lines
+from spool.state import load
+from tests.ansible_run import PLAYBOOKS, ansible_env, playbook_cmd, run_playbook
+
+
+@pytest.fixture
+def env(tmp_path, spool_dir, ara_server):
+    return ansible_env(tmp_path, spool_dir, ara_server.url)
+
+
+def rid() -> str:
+    return f"ans-{uuid.uuid4()}"
+
+
+def by_id(items):
+    return {i["id"]: i for i in items}
+
+
+def results_view(ara, run_id):
+    pb = ara.playbook_for(run_id)
+    tasks = by_id(ara.all("tasks", playbook=pb["id"]))
+    hosts = by_id(ara.all("hosts", playbook=pb["id"]))
+    rows = [(tasks[r["task"]]["name"], hosts[r["host"]]["name"], r["status"], r) for r in ara.results(pb["id"])]
+    return pb, tasks, hosts, rows
+
+
+def test_multi_play_run_is_complete_in_ara_when_ansible_exits(env, ara, spool_dir):
+    run_id = rid()
+    proc = run_playbook(env, "multi_play.yml", "-e", "ara_enabled=true", "-e", f"ara_run_id={run_id}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # No flush after exit: what Ara holds now is what the run left there.
+    pb, tasks, hosts, rows = results_view(ara, run_id)
+    assert pb["status"] == "completed" and pb["ended"]
+    assert pb["path"].endswith("multi_play.yml") and pb["ansible_version"]
+    assert {p["name"] for p in ara.all("plays", playbook=pb["id"])} == {"web tier", "db tier", "everyone"}
+    assert all(p["status"] == "completed" for p in ara.all("plays", playbook=pb["id"]))
+    seen = {(t, h): s for t, h, s, _ in rows}
+    for h in ("web1", "web2", "web3"):
+        assert seen[("greet", h)] == "ok"
+        assert seen[("change something", h)] == "changed"
+        assert seen[("fail but ignore", h)] == "ignored"
+        assert seen[("loop items", h)] == "ok"
+        assert seen[("restart app", h)] == "ok"
+        assert seen[("final", h)] == "ok"
+    assert seen[("only on web2", "web2")] == "ok" and seen[("only on web2", "web1")] == "skipped"
+    assert seen[("break on web3", "web3")] == "failed" and seen[("rescued", "web3")] == "ok"
+    assert seen[("db check", "db1")] == "ok" and seen[("final", "db1")] == "ok"
+    assert all(r["ignore_errors"] for t, _, _, r in rows if t == "fail but ignore")
+    handler_tasks = [t for t in tasks.values() if t["handler"]]
+    assert {t["name"] for t in handler_tasks} >= {"restart app"}
+    delegated = [r for t, _, _, r in rows if t == "delegated to db1"]
+    db1 = next(i for i, h in hosts.items() if h["name"] == "db1")
+    assert len(delegated) == 3 and all(r["delegated_to"] == [db1] for r in delegated)
+    # Per host, Ara's order by id agrees with the start times; tasks follow one another.
+    for h in ("web1", "web2", "web3"):
+        mine = [r for _, hn, _, r in rows if hn == h]
+        assert [schema.parse_time(r["started"]) for r in mine] == sorted(schema.parse_time(r["started"]) for r in mine)
+    task_order = [r["task"] for _, _, _, r in rows]
+    assert task_order == sorted(task_order)  # tasks were created in order, results grouped by task
+    # Every spooled result reached Ara, once.
+    spooled = [ln.event for ln in read_lines(spool_dir / f"{run_id}.jsonl") if ln.event["kind"] == "result"]
+    assert len(rows) == len(spooled) > 30
+    st = load(RunPaths.of(spool_dir, run_id))
+    assert st.ended and st.clean and st.quarantined == 0
+
+
+def test_seed_pattern_loses_nothing(env, ara):
+    run_id = rid()
+    proc = run_playbook(env, "seed_pattern.yml", "-e", "ara_enabled=true", "-e", f"ara_run_id={run_id}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    _, tasks, _, rows = results_view(ara, run_id)
+    explicit = [(t, h, s, r) for t, h, s, r in rows if tasks[r["task"]]["action"] == "ara_spool_event"]
+    seed = [(t, h, s, r) for t, h, s, r in explicit if t != "pr_comment"]
+    assert len(seed) == 9  # 3 payloads x 3 hosts, though the handler ran once per host
+    want = {("pr_status_check", 1, "ok"), ("pr_merge_check", 2, "failed"), ("pr_label_check", 3, "skipped")}
+    for t, h, s, r in seed:
+        content = ara.result(r["id"])["content"]
+        assert (t, content["step"], s) in want and content["host"] == h
+    for h in ("web1", "web2", "web3"):  # in order, each with its own time
+        mine = [r for t, hn, _, r in seed if hn == h]
+        assert [tasks[r["task"]]["name"] for r in mine] == ["pr_status_check", "pr_merge_check", "pr_label_check"]
+        assert len({r["started"] for r in mine}) == 3
+    assert sorted(h for t, h, _, _ in explicit if t == "pr_comment") == ["web1", "web2", "web3"]
+
+
+@pytest.mark.parametrize("playbook,rc,status,expect", [
+    ("failures.yml", 2, "failed", {("notify a handler", "web2"), ("web2 fails", "web2"), ("after the failure", "web1"),
+                                   ("never runs on web2", "web1")}),
+    ("fatal.yml", 2, "failed", {("before", "web1"), ("before", "web3"), ("web1 fails, all stop", "web1")}),
+    ("end_play.yml", 0, "completed", {("before", "web1"), ("before", "web2"), ("before", "web3")}),
+])
+def test_failures_lose_nothing_and_end_with_the_right_status(env, ara, playbook, rc, status, expect):
+    run_id = rid()
+    proc = run_playbook(env, playbook, "-e", "ara_enabled=true", "-e", f"ara_run_id={run_id}")
+    assert proc.returncode == rc, proc.stdout + proc.stderr
+    pb, _, _, rows = results_view(ara, run_id)
+    assert pb["status"] == status
+    got = {(t, h) for t, h, _, _ in rows}
+    assert expect <= got
+    assert not any(t in ("never", "never runs on web2") and h == "web2" for t, h in got)
+    if playbook == "failures.yml":
+        assert {s for t, h, s, _ in rows if (t, h) == ("web2 fails", "web2")} == {"failed"}
+
+
+def test_sigint_records_what_happened_and_expires_the_run(env, ara, spool_dir):
+    run_id = rid()
+    proc = subprocess.Popen(playbook_cmd("slow.yml", "-e", "ara_enabled=true", "-e", f"ara_run_id={run_id}"),
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 60
+    spool = spool_dir / f"{run_id}.jsonl"
+    while time.monotonic() < deadline:  # wait until the long task has started
+        if spool.exists() and any(ln.event and ln.event["kind"] == "task_start" and ln.event["task"]["name"] == "long"
+                                  for ln in read_lines(spool)):
+            break
+        time.sleep(0.1)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    pb, _, _, rows = results_view(ara, run_id)
+    assert pb["status"] == "expired", out
+    assert {h for t, h, _, _ in rows if t == "quick"} == {"web1", "web2", "web3"}
+    assert load(RunPaths.of(spool_dir, run_id)).final_status == "expired"
+
+
+def _recap(stdout: str) -> dict[str, dict[str, int]]:
+    out = {}
+    for line in stdout.splitlines()[stdout.splitlines().index("PLAY RECAP " + "*" * 69):]:
+        host, _, counters = line.partition(" : ")
+        if counters:
+            out[host.strip()] = {k: int(v) for k, v in (c.split("=") for c in counters.split())}
+    return out
+
+
+def test_disabled_changes_nothing(env, ara, spool_dir, tmp_path):
+    """ara_enabled false (the role's default): same rc and recap as the play without ara-spool."""
+    run_id = rid()
+    before = tmp_path / "before.yml"  # the playbook as it was before the role was added
+    before.write_text((PLAYBOOKS / "multi_play.yml").read_text().replace("  roles: [ara_spool]\n", ""))
+    ours = ("ANSIBLE_CALLBACK", "ANSIBLE_ACTION", "ANSIBLE_ROLES")
+    plain_env = {k: v for k, v in env.items() if not k.startswith(ours)}
+    with_role = run_playbook(env, "multi_play.yml", "-e", f"ara_run_id={run_id}")
+    without = subprocess.run(playbook_cmd("multi_play.yml")[:3] + [str(before)], env=plain_env, capture_output=True,
+                             text=True, timeout=180)
+    assert with_role.returncode == without.returncode == 0, without.stdout + without.stderr
+    a, b = _recap(with_role.stdout), _recap(without.stdout)
+    assert a.keys() == b.keys()
+    for host in a:  # only the role's skipped register step differs
+        same_a = {k: v for k, v in a[host].items() if k != "skipped"}
+        assert same_a == {k: v for k, v in b[host].items() if k != "skipped"}
+        assert a[host]["skipped"] - b[host]["skipped"] in (0, 1)
+    assert list(spool_dir.iterdir()) == []  # no spool file, no flusher (it would write its log here)
+    assert ara.playbooks_for(run_id) == []
+    assert "ara-spool" not in with_role.stdout + with_role.stderr
+
+
+def test_check_mode_and_tags_still_record(env, ara, tmp_path):
+    run_id = rid()
+    proc = run_playbook(env, "tags_check.yml", "--check", "--tags", "deploy", "-e", "ara_enabled=true",
+                        "-e", f"ara_run_id={run_id}", "-e", f"scratch={tmp_path}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    pb, _, _, rows = results_view(ara, run_id)
+    names = {t for t, _, _, _ in rows}
+    assert {"tagged change", "audit"} <= names and "untagged" not in names
+    [audit] = [r for t, _, _, r in rows if t == "audit"]
+    assert ara.result(audit["id"])["content"] == {"check": True}
+    assert not (tmp_path / "file.txt").exists()
+
+
+def test_rerun_with_the_same_id_adds_to_the_same_playbook(env, ara):
+    run_id = rid()
+    for _ in range(2):
+        proc = run_playbook(env, "end_play.yml", "-e", "ara_enabled=true", "-e", f"ara_run_id={run_id}")
+        assert proc.returncode == 0
+    pb, _, _, rows = results_view(ara, run_id)
+    assert [t for t, _, _, _ in rows].count("before") == 6
+
+
+def test_generated_run_id_is_shared_by_callback_action_and_flusher(env, ara, spool_dir):
+    proc = run_playbook(env, "seed_pattern.yml", "-e", "ara_enabled=true")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    [spool] = list(spool_dir.glob("*.jsonl"))
+    run_id = spool.name.removesuffix(".jsonl")
+    assert uuid.UUID(run_id).version == 4
+    assert {ln.event["run"] for ln in read_lines(spool)} == {run_id}
+    assert ara.playbook_for(run_id)["status"] == "completed"
+
+
+def test_unreachable_ara_warns_or_fails_per_ara_fail_on_error(env, spool_dir):
+    dead = dict(env, ARA_API_SERVER="http://127.0.0.1:9")
+    for fail, rc in (("false", 0), ("true", 2)):
+        run_id = rid()
+        proc = run_playbook(dead, "seed_pattern.yml", "-e", "ara_enabled=true", "-e", f"ara_run_id={run_id}",
+                            "-e", f"ara_fail_on_error={fail}", "-e", "ara_flush_timeout=2",
+                            )
+        assert proc.returncode == rc, proc.stdout + proc.stderr
+        out = proc.stdout + proc.stderr
+        assert "ara-spool" in out and "is not all in Ara" in out and "Traceback" not in out
+        # Everything is still in the spool, for a later flush.
+        assert any(ln.event["kind"] == "run_end" for ln in read_lines(spool_dir / f"{run_id}.jsonl"))
