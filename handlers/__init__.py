@@ -11,18 +11,12 @@ ACTION_DIR = HERE / "plugins" / "action"
 ROLES_DIR = HERE / "roles"
 
 
-def env_lines(shell: str = "sh") -> list[str]:
-    """Export lines that make the callback, the action plugin and the role available to Ansible."""
+def env_lines() -> list[str]:
+    """Export lines (POSIX sh) that make the callback, the action plugin and the role available to
+    Ansible, keeping what the user already has on those paths after ours."""
     pairs = [
         ("ANSIBLE_CALLBACK_PLUGINS", str(CALLBACK_DIR)),
         ("ANSIBLE_ACTION_PLUGINS", str(ACTION_DIR)),
         ("ANSIBLE_ROLES_PATH", str(ROLES_DIR)),
     ]
-    out = []
-    for name, value in pairs:
-        # Keep what the user already has on the path; ours goes first.
-        if shell == "fish":
-            out.append(f"set -gx {name} {shlex.quote(value)}\":${name}\"")
-        else:
-            out.append(f"export {name}={shlex.quote(value)}${{{name}:+:${name}}}")
-    return out
+    return [f"export {name}={shlex.quote(value)}${{{name}:+:${name}}}" for name, value in pairs]

@@ -1,0 +1,98 @@
+"""The Ansible side, continued: the collection by FQCN, secrets, and ansible-playbook killed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+from spool.reader import read_lines
+from tests.ansible_run import BIN, ansible_env, playbook_cmd, run_playbook
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "tok-SECRET-4f9a1c"
+PASSWORD = "pw-SECRET-77e2b0"
+
+
+def test_collection_by_fqcn(tmp_path, spool_dir, ara_server, ara):
+    subprocess.run([str(BIN / "ansible-galaxy"), "collection", "build", str(ROOT / "handlers"), "--output-path",
+                    str(tmp_path)], check=True, capture_output=True)
+    [tarball] = tmp_path.glob("ara_spool-spool-*.tar.gz")
+    subprocess.run([str(BIN / "ansible-galaxy"), "collection", "install", "-p", str(tmp_path / "coll"), str(tarball)],
+                   check=True, capture_output=True)
+    env = ansible_env(tmp_path, spool_dir, ara_server.url)
+    for name in ("ANSIBLE_CALLBACK_PLUGINS", "ANSIBLE_ACTION_PLUGINS", "ANSIBLE_ROLES_PATH"):
+        env.pop(name)
+    env.update(ANSIBLE_COLLECTIONS_PATH=str(tmp_path / "coll"), ANSIBLE_CALLBACKS_ENABLED="ara_spool.spool.ara_spool")
+    run_id = f"coll-{uuid.uuid4()}"
+    proc = run_playbook(env, "collection.yml", "-e", "ara_enabled=true", "-e", f"ara_run_id={run_id}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    pb = ara.playbook_for(run_id)
+    assert pb["status"] == "completed"
+    tasks = {t["id"]: t["name"] for t in ara.all("tasks", playbook=pb["id"])}
+    names = [tasks[r["task"]] for r in ara.results(pb["id"])]
+    assert names.count("a task") == 3 and names.count("pr_status_check") == 3
+
+
+def test_secrets_never_reach_spool_argv_logs_or_output(tmp_path, spool_dir, ara_server, ara):
+    secret_vars = tmp_path / "secret.yml"
+    secret_vars.write_text(f"ara_api_token: {TOKEN}\n")
+    env = ansible_env(tmp_path, spool_dir, ara_server.url, ARA_API_USERNAME="ara", ARA_API_PASSWORD=PASSWORD)
+    run_id = f"sec-{uuid.uuid4()}"
+    proc = subprocess.Popen(playbook_cmd("secrets.yml", "-vvvv", "-e", "ara_enabled=true", "-e", f"ara_run_id={run_id}",
+                                         "-e", f"@{secret_vars}"),
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    cmdlines = []
+    while proc.poll() is None:  # every process we start, while it runs
+        for pid in os.listdir("/proc"):
+            if pid.isdigit():
+                try:
+                    cmdlines.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode())
+                except OSError:
+                    pass
+        time.sleep(0.05)
+    out = proc.stdout.read()
+    assert proc.returncode == 0, out
+    assert any("flusher.cli" in c and run_id in c for c in cmdlines), "the background flusher was not seen"
+    leaks = [c for c in cmdlines if TOKEN in c or PASSWORD in c]
+    assert not leaks
+    assert TOKEN not in out and PASSWORD not in out
+    for f in spool_dir.iterdir():
+        data = f.read_bytes()
+        assert TOKEN.encode() not in data and PASSWORD.encode() not in data, f
+    # The token was used: the run is in Ara (Bearer is ignored by an open Ara, as a proxy would take it).
+    assert ara.playbook_for(run_id)["status"] == "completed"
+
+
+def test_ansible_playbook_killed_loses_nothing_spooled(tmp_path, spool_dir, ara_server, ara, cli_env):
+    env = ansible_env(tmp_path, spool_dir, ara_server.url)
+    run_id = f"kill-{uuid.uuid4()}"
+    proc = subprocess.Popen(playbook_cmd("slow.yml", "-e", "ara_enabled=true", "-e", f"ara_run_id={run_id}"),
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    spool = spool_dir / f"{run_id}.jsonl"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if spool.exists() and any(ln.event and ln.event["kind"] == "task_start" and ln.event["task"]["name"] == "long"
+                                  for ln in read_lines(spool)):
+            break
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    subprocess.run(["pkill", "-KILL", "-f", "^sleep 67$"], check=False)  # the orphaned worker's command
+    # Its background flusher notices the run's process is gone, ships what is spooled, and exits.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and subprocess.run(["pgrep", "-f", f"flusher.cli.*{run_id}"],
+                                                         capture_output=True).returncode == 0:
+        time.sleep(0.2)
+    assert subprocess.run(["pgrep", "-f", f"flusher.cli.*{run_id}"], capture_output=True).returncode != 0
+    flush = subprocess.run([str(BIN / "ara-spool"), "flush", "--run", run_id, "--timeout", "30"], env=cli_env,
+                           capture_output=True, text=True)
+    assert flush.returncode == 0, flush.stderr
+    spooled = [ln.event for ln in read_lines(spool) if ln.event and ln.event["kind"] == "result"]
+    pb = ara.playbook_for(run_id)
+    results = ara.results(pb["id"])
+    assert len(results) == len(spooled) == 4  # the role's register step and "quick" on 3 hosts, once each
+    assert pb["status"] == "running"  # no run end was ever written: Ara shows it as still running
