@@ -13,7 +13,7 @@ from spool import schema
 from spool.paths import RunPaths
 from spool.reader import read_lines
 from spool.state import load
-from tests.ansible_run import PLAYBOOKS, ansible_env, playbook_cmd, run_playbook
+from tests.ansible_run import BIN, PLAYBOOKS, ansible_env, playbook_cmd, run_playbook
 
 
 @pytest.fixture
@@ -115,7 +115,8 @@ def test_failures_lose_nothing_and_end_with_the_right_status(env, ara, playbook,
         assert {s for t, h, s, _ in rows if (t, h) == ("web2 fails", "web2")} == {"failed"}
 
 
-def test_sigint_records_what_happened_and_expires_the_run(env, ara, spool_dir):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_records_what_happened_and_expires_the_run(env, ara, spool_dir, sig):
     run_id = rid()
     proc = subprocess.Popen(playbook_cmd("slow.yml", "-e", "ara_enabled=true", "-e", f"ara_run_id={run_id}"),
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -127,8 +128,9 @@ def test_sigint_records_what_happened_and_expires_the_run(env, ara, spool_dir):
             break
         time.sleep(0.1)
     time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     out, _ = proc.communicate(timeout=60)
+    subprocess.run(["pkill", "-KILL", "-f", "^sleep 67$"], check=False)
     assert proc.returncode != 0
     pb, _, _, rows = results_view(ara, run_id)
     assert pb["status"] == "expired", out
@@ -211,3 +213,17 @@ def test_unreachable_ara_warns_or_fails_per_ara_fail_on_error(env, spool_dir):
         assert "ara-spool" in out and "is not all in Ara" in out and "Traceback" not in out
         # Everything is still in the spool, for a later flush.
         assert any(ln.event["kind"] == "run_end" for ln in read_lines(spool_dir / f"{run_id}.jsonl"))
+
+
+def test_in_play_flusher_off_leaves_shipping_to_the_daemon(env, ara, spool_dir, cli_env):
+    run_id = rid()
+    proc = run_playbook(env, "end_play.yml", "-e", "ara_enabled=true", "-e", f"ara_run_id={run_id}",
+                        "-e", "ara_spool_flusher=false")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert ara.playbooks_for(run_id) == []  # nothing shipped by the play itself
+    assert not (spool_dir / f"{run_id}.flusher.log").exists()
+    flush = subprocess.run([str(BIN / "ara-spool"), "flush", "--run", run_id], env=cli_env, capture_output=True,
+                           text=True)
+    assert flush.returncode == 0, flush.stderr
+    pb, _, _, rows = results_view(ara, run_id)
+    assert pb["status"] == "completed" and [t for t, _, _, _ in rows].count("before") == 3
