@@ -34,12 +34,14 @@ def pending_runs(cfg: Config) -> list[str]:
     return out
 
 
-async def wait_for_holder(paths: RunPaths, deadline: float | None, until_end: bool) -> Outcome:
+async def wait_for_holder(paths: RunPaths, deadline: float | None, until_end: bool,
+                          stop: asyncio.Event | None = None) -> Outcome:
     """Another flusher holds the run: wait (bounded) until it has passed the spool's current end."""
     target = _spool_size(paths)
     while True:
         st = state_mod.read_state_quiet(paths)
-        if st is not None and st.offset >= target and (st.ended or not until_end):
+        # Following a run to its end: take over once the holder lets go, whatever it shipped.
+        if not until_end and st is not None and st.offset >= target:
             return Outcome(paths.run_id, "done", message="shipped by another flusher", playbook=st.ids.playbook)
         if deadline is not None and time.monotonic() >= deadline:
             if st is not None and st.last_error:
@@ -49,6 +51,8 @@ async def wait_for_holder(paths: RunPaths, deadline: float | None, until_end: bo
                            message="another flusher holds the run and had not shipped it all in time")
         if not is_locked(paths):
             return Outcome(paths.run_id, "retry")
+        if stop is not None and stop.is_set():
+            return Outcome(paths.run_id, "stopped", message="stopped while another flusher held the run")
         await asyncio.sleep(0.1)
 
 
@@ -90,7 +94,7 @@ async def flush(
                         return outcome
                     if not wait_if_busy:
                         return outcome
-                    outcome = await wait_for_holder(paths, deadline, until_end)
+                    outcome = await wait_for_holder(paths, deadline, until_end, stop)
                     if outcome.status != "retry":
                         return outcome
 

@@ -232,6 +232,9 @@ class RunShipper:
         if event["kind"] == "run_end":
             st.ended = True
             st.final_status = event["end"]["status"]
+        elif event["kind"] == "run_start":  # a re-run with the same id: it has not ended yet
+            st.ended = False
+            st.final_status = None
         if self.on_progress:
             self.on_progress(st.run_id, 1)
 

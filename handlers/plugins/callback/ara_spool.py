@@ -380,9 +380,9 @@ class CallbackModule(CallbackBase):
             display.vv(f"ara-spool: run {self.run_id} spooled; the ara-spool daemon ships it")
             return
         code = runtime.stop_flusher(self.flusher, self.flush_timeout)
-        if code != 0:
-            offset, error = runtime.shipped_to(self.run_id, self.dir)
-            left = runtime.spool_size(self.run_id, self.dir) - offset
+        offset, error = runtime.shipped_to(self.run_id, self.dir)
+        left = runtime.spool_size(self.run_id, self.dir) - offset
+        if code != 0 or left > 0:
             why = error or ("still shipping after the flush timeout" if code is None else f"flusher exit {code}")
             display.warning(f"ara-spool: run {self.run_id} is not all in Ara ({why}); {left} spooled byte(s) "
                             f"kept in {self.dir}: ship them with `ara-spool flush --run {self.run_id}`")
