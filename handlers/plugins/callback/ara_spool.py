@@ -382,7 +382,10 @@ class CallbackModule(CallbackBase):
         code = runtime.stop_flusher(self.flusher, self.flush_timeout)
         offset, error = runtime.shipped_to(self.run_id, self.dir)
         left = runtime.spool_size(self.run_id, self.dir) - offset
-        if code != 0 or left > 0:
+        if code == 5 and left <= 0:  # flusher's "some events quarantined"
+            display.warning(f"ara-spool: run {self.run_id}: some events were refused and quarantined in "
+                            f"{self.dir}/{self.run_id}.rejected.jsonl")
+        elif code != 0 or left > 0:
             why = error or ("still shipping after the flush timeout" if code is None else f"flusher exit {code}")
             display.warning(f"ara-spool: run {self.run_id} is not all in Ara ({why}); {left} spooled byte(s) "
                             f"kept in {self.dir}: ship them with `ara-spool flush --run {self.run_id}`")
