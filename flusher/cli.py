@@ -104,7 +104,10 @@ def cmd_flush(args: argparse.Namespace) -> int:
             retention.check()
         except RetentionConfigError as exc:
             return _fail(f"configuration: {exc}", EXIT_USAGE)
-        max_backoff = args.max_backoff or float(os.environ.get("ARA_SPOOL_MAX_BACKOFF") or 0)
+        try:
+            max_backoff = args.max_backoff or float(os.environ.get("ARA_SPOOL_MAX_BACKOFF") or 0)
+        except ValueError:
+            return _fail("configuration: ARA_SPOOL_MAX_BACKOFF is not a number", EXIT_USAGE)
         if max_backoff > 0:
             cfg.max_backoff = max_backoff
         return run_daemon(cfg, poll=args.poll, retention=retention, retention_interval=args.retention_interval)
@@ -154,7 +157,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_env(args: argparse.Namespace) -> int:
     from handlers import env_lines
 
-    print("\n".join(env_lines(shell=args.shell)))
+    print("\n".join(env_lines()))
     return EXIT_OK
 
 
@@ -163,7 +166,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from flusher.verify import verify
 
     cfg = _config(args)
-    report, ok = verify(cfg, args.run, repair=args.repair)
+    report, ok = verify(cfg, args.run, repair=args.repair, ara=not args.offline)
     print(json.dumps(report, indent=2) if args.json else "\n".join(r["summary"] for r in report))
     return EXIT_OK if ok else EXIT_QUARANTINED
 
@@ -226,12 +229,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_status)
 
     v = sub.add_parser("env", help="print the exports that enable the callback, action plugin and role")
-    v.add_argument("--shell", choices=["sh", "fish"], default="sh")
     v.set_defaults(func=cmd_env)
 
     r = sub.add_parser("verify", help="check each spool (parse, schema, order, torn tail, state)")
     r.add_argument("--run", action="append", help="only this run (repeatable)")
-    r.add_argument("--repair", action="store_true", help="move bad lines and a torn tail into quarantine")
+    r.add_argument("--repair", action="store_true",
+                   help="move a torn tail, and bad lines the flusher passed, into the quarantine (no byte lost)")
+    r.add_argument("--offline", action="store_true", help="do not compare with Ara")
     r.add_argument("--json", action="store_true", help="machine-readable output")
     common(r)
     r.set_defaults(func=cmd_verify)

@@ -23,6 +23,7 @@ import logging
 import os
 import signal
 import socket
+import stat
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,7 +33,16 @@ from flusher.config import Config
 from flusher.shipper import Outcome, RunShipper
 from spool import retention as retention_mod
 from spool import state as state_mod
-from spool.paths import RunPaths, ensure_spool_dir, list_runs
+from spool.paths import (
+    REJECTED_SUFFIX,
+    SPOOL_SUFFIX,
+    STATE_SUFFIX,
+    RunPaths,
+    UnsafeRunId,
+    check_run_id,
+    ensure_spool_dir,
+    list_runs,
+)
 
 log = logging.getLogger("ara_spool.daemon")
 
@@ -40,6 +50,7 @@ STOP_GRACE = 5.0  # seconds a request in flight may take to finish after SIGTERM
 PAUSE_AFTER_ERROR = 60.0  # seconds before a run refused by Ara (auth) or broken (state) is retried
 STATUS_EVERY = 10.0  # seconds between STATUS= updates (and over-cap checks)
 SUMMARY_EVERY = 60.0  # seconds between "shipped N events" log lines
+FULL_SCAN_EVERY = 5.0  # seconds between scans of every run (new runs are seen at once: dir mtime)
 
 
 def sd_notify(message: str) -> bool:
@@ -119,6 +130,9 @@ class Daemon:
         self.paused: dict[str, float] = {}  # run -> monotonic time before which it is left alone
         self.seen: dict[str, _Seen] = {}
         self.ended: set[str] = set()  # runs whose run_end we have seen shipped
+        self.dormant: set[str] = set()  # ended and wholly shipped: looked at on full scans only
+        self.known: dict[str, _Seen] = {}
+        self._dir_mtime = 0
         self.stats = Stats()
         self._summary_shipped = 0
         self._retention_task: asyncio.Task[retention_mod.Report] | None = None
@@ -137,12 +151,60 @@ class Daemon:
             mtime = 0
         return _Seen(size, mtime)
 
-    def needs_work(self, run_id: str) -> bool:
+    def _scan(self) -> dict[str, _Seen]:
+        """Every run's snapshot from one scandir (oldest spool first), and the dir's mtime."""
+        spools: list[tuple[float, str, int]] = []
+        states: dict[str, int] = {}
+        try:
+            self._dir_mtime = os.stat(self.cfg.spool_dir).st_mtime_ns
+            with os.scandir(self.cfg.spool_dir) as entries:
+                for entry in entries:
+                    name = entry.name
+                    if name.endswith(STATE_SUFFIX):
+                        try:
+                            states[name[: -len(STATE_SUFFIX)]] = entry.stat(follow_symlinks=False).st_mtime_ns
+                        except OSError:
+                            pass
+                    elif name.endswith(SPOOL_SUFFIX) and not name.endswith(REJECTED_SUFFIX):
+                        run_id = name[: -len(SPOOL_SUFFIX)]
+                        try:
+                            check_run_id(run_id)
+                            st = entry.stat(follow_symlinks=False)
+                        except (UnsafeRunId, OSError):
+                            continue
+                        if stat.S_ISREG(st.st_mode):
+                            spools.append((st.st_mtime, run_id, st.st_size))
+        except FileNotFoundError:
+            return {}
+        return {run_id: _Seen(size, states.get(run_id, 0)) for _, run_id, size in sorted(spools)}
+
+    def candidates(self, full: bool) -> dict[str, _Seen | None]:
+        """Runs to look at this poll. A full scan finds new runs (and appends to ended runs); in
+        between, only runs not known to be ended and shipped are stat-ed: polling stays cheap with
+        thousands of old runs in the spool."""
+        if full:
+            self.known = self._scan()
+            return dict(self.known)
+        out: dict[str, _Seen | None] = {}
+        for run_id in self.known:
+            if run_id not in self.dormant:
+                out[run_id] = self._snapshot(RunPaths.of(self.cfg.spool_dir, run_id))
+        return out
+
+    def _dir_changed(self) -> bool:
+        try:
+            return os.stat(self.cfg.spool_dir).st_mtime_ns != self._dir_mtime
+        except FileNotFoundError:
+            return True
+
+    def needs_work(self, run_id: str, snap: _Seen | None = None) -> bool:
         """Whether run_id has whole lines past its checkpoint, or an unclean checkpoint."""
         paths = RunPaths.of(self.cfg.spool_dir, run_id)
-        snap = self._snapshot(paths)
+        if snap is None:
+            snap = self._snapshot(paths)
         if snap is None or snap == self.seen.get(run_id):
             return False
+        self.dormant.discard(run_id)
         st = state_mod.read_state_quiet(paths)
         if st is None:
             # No checkpoint yet: work if there is at least one whole line.
@@ -150,8 +212,10 @@ class Daemon:
         if st.clean and (st.offset >= snap.spool_size or not _has_newline(paths, st.offset)):
             # Shipped up to the end, or only a growing (or torn) tail after it.
             self.seen[run_id] = snap
-            if st.ended and run_id not in self.ended:
+            if st.ended:
                 self.ended.add(run_id)
+                if st.offset >= snap.spool_size:
+                    self.dormant.add(run_id)
             return False
         return True
 
@@ -177,7 +241,7 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
         wd_every = watchdog_interval()
-        last_wd = last_status = last_retention = float("-inf")
+        last_wd = last_status = last_retention = last_full = float("-inf")
         sem = asyncio.Semaphore(max(1, self.cfg.concurrency))
         log.info("following %s, shipping to %s (poll %.2fs, retention %s)", self.cfg.spool_dir,
                  self.cfg.display_server, self.poll,
@@ -187,10 +251,13 @@ class Daemon:
             while not self.stop.is_set():
                 now = time.monotonic()
                 self._reap()
-                for run_id in list_runs(self.cfg.spool_dir):
-                    if run_id in self.active or self.paused.get(run_id, 0.0) > now:
+                full = now - last_full >= FULL_SCAN_EVERY or self._dir_changed()
+                if full:
+                    last_full = now
+                for run_id, snap in self.candidates(full).items():
+                    if snap is None or run_id in self.active or self.paused.get(run_id, 0.0) > now:
                         continue
-                    if self.needs_work(run_id):
+                    if self.needs_work(run_id, snap):
                         self.active[run_id] = asyncio.create_task(self._ship(client, sem, run_id),
                                                                   name=f"ship {run_id}")
                 if wd_every is not None and now - last_wd >= wd_every:
@@ -320,6 +387,8 @@ class Daemon:
         for run_id in report.retired:
             self.seen.pop(run_id, None)
             self.ended.discard(run_id)
+            self.dormant.discard(run_id)
+            self.known.pop(run_id, None)
         if report.retired:
             log.info("retention: %d run(s) %s", len(report.retired),
                      "archived" if self.retention.action == "archive" else "removed")

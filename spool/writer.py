@@ -60,6 +60,25 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
+def _open_locked(path: Path) -> int:
+    """Open the spool for append and take its lock, making sure the file locked is still the one
+    at `path`: retention may have moved it away between our open and our flock."""
+    while True:
+        fd = open_nofollow(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                same = os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+        except BaseException:
+            os.close(fd)
+            raise
+        if same:
+            return fd
+        os.close(fd)
+
+
 def append(
     run_id: str,
     kind: str,
@@ -86,9 +105,8 @@ def append(
         check_cap(paths.spool_dir, len(encode(event)) + 64)
     if fsync is None:
         fsync = os.environ.get("ARA_SPOOL_FSYNC", "").lower() in ("1", "true", "yes")
-    fd = open_nofollow(paths.spool, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+    fd = _open_locked(paths.spool)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
         size = os.fstat(fd).st_size
         prefix = b""
         # A writer killed mid-line left a tail without its newline: end it, so that the torn

@@ -96,3 +96,17 @@ def test_ansible_playbook_killed_loses_nothing_spooled(tmp_path, spool_dir, ara_
     results = ara.results(pb["id"])
     assert len(results) == len(spooled) == 4  # the role's register step and "quick" on 3 hosts, once each
     assert pb["status"] == "running"  # no run end was ever written: Ara shows it as still running
+
+
+def test_spool_full_warns_and_the_play_goes_on(tmp_path, spool_dir, ara_server):
+    """A refused append (here the size cap with the refuse policy, as ENOSPC) never breaks the play."""
+    env = ansible_env(tmp_path, spool_dir, ara_server.url, ARA_SPOOL_MAX_BYTES="3000",
+                      ARA_SPOOL_FULL_POLICY="refuse", ARA_SPOOL_FLUSHER="false")
+    run_id = f"full-{uuid.uuid4()}"
+    proc = run_playbook(env, "end_play.yml", "-e", "ara_enabled=true", "-e", f"ara_run_id={run_id}")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "cannot write the spool" in out and "could not be spooled" in out
+    lines = list(read_lines(spool_dir / f"{run_id}.jsonl"))
+    assert lines and all(ln.event is not None for ln in lines)  # what was written is whole
+    assert (spool_dir / f"{run_id}.jsonl").stat().st_size <= 3000

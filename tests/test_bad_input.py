@@ -224,7 +224,8 @@ async def test_bad_input_corpus_each_line_shipped_or_quarantined(cfg, ara, spool
     # Nothing in Ara that is not a spooled line: one result per shipped line.
     assert len(results) == shipped_count
     # Oversized contents arrived as markers, not refusals.
-    big = [r for r in results if datetime.fromisoformat(r["ended"].replace("Z", "+00:00")) >= T0 + timedelta(seconds=1000)]
+    big = [r for r in results
+           if datetime.fromisoformat(r["ended"].replace("Z", "+00:00")) >= T0 + timedelta(seconds=1000)]
     markers = [ara.result(r["id"])["content"] for r in big]
     truncated = [c for c in markers if isinstance(c, dict) and c.get("ara_spool_truncated")]
     assert len(truncated) == 3, [type(c) for c in markers]

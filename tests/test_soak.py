@@ -3,7 +3,7 @@
 The default run is short (25 SIGKILLs over a 600-result run, < 60 s). The long soak (>= 100 SIGKILLs
 over a 2100-result run on 5 hosts, a few minutes) runs only with ARA_SPOOL_SOAK=1:
 
-    ARA_SPOOL_SOAK=1 .venv/bin/pytest -q -s tests/test_soak.py -k soak
+    ARA_SPOOL_SOAK=1 .venv/bin/pytest -q -s tests/test_soak.py -k kill_loop_soak
 """
 
 from __future__ import annotations
@@ -43,9 +43,10 @@ def _grow_run(spool_dir: Path, run_id: str, hosts: int, tasks: int, t0: datetime
                       spool_dir=spool_dir, ts=iso(base))
         for h in range(hosts):
             started = iso(base + timedelta(milliseconds=10 * h + 1))
+            ended = iso(base + timedelta(milliseconds=10 * h + 5))
             writer.append(run_id, "result", {"task_uuid": task_uuid, "play_uuid": play_uuid, "host": f"node{h}",
                                              "status": "ok" if (k + h) % 9 else "failed", "changed": h % 2 == 0,
-                                             "started": started, "ended": iso(base + timedelta(milliseconds=10 * h + 5)),
+                                             "started": started, "ended": ended,
                                              "content": {"k": k, "h": h, "stdout": "x" * (k % 200)}},
                           spool_dir=spool_dir, ts=started)
             out.append(started)

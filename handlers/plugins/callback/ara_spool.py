@@ -106,7 +106,8 @@ class CallbackModule(CallbackBase):
         self.flusher = None
         self.flush_timeout = 30.0
         self.ended = False
-        self.broken = False  # the spool cannot be written: warn once, never break the play
+        self.broken = False  # this run cannot be recorded at all (an unsafe run id)
+        self.lost = 0  # events that could not be spooled
         self.main_pid = os.getpid()
         self.appending = False
         self.deferred_signal: int | None = None
@@ -187,10 +188,12 @@ class CallbackModule(CallbackBase):
         try:
             writer.append(self.run_id, kind, body, spool_dir=self.dir, ts=ts)
         except (OSError, ValueError) as exc:
-            # Disk full, permissions, a symlinked spool: say so once, let the play go on.
-            self.broken = True
-            display.warning(f"ara-spool: cannot write the spool for run {self.run_id}: {exc}; "
-                            "recording stops here, earlier events are kept")
+            # Disk full, a size cap, permissions, a symlinked spool: say so at once, keep trying
+            # (space may come back), never break the play; the end of the run gives the count.
+            self.lost += 1
+            if self.lost == 1:
+                display.warning(f"ara-spool: cannot write the spool for run {self.run_id}: {exc}; "
+                                "this event is not recorded, earlier events are kept")
         finally:
             self.appending = False
         if self.deferred_signal is not None:
@@ -376,6 +379,9 @@ class CallbackModule(CallbackBase):
             return
         self.ended = True
         self._append("run_end", {"status": status})
+        if self.lost:
+            display.warning(f"ara-spool: {self.lost} event(s) of run {self.run_id} could not be spooled "
+                            "(see the first warning); they are missing from Ara")
         if self.flusher is None:
             display.vv(f"ara-spool: run {self.run_id} spooled; the ara-spool daemon ships it")
             return
