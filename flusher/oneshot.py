@@ -14,6 +14,7 @@ from flusher.shipper import Outcome, RunShipper
 from spool import state as state_mod
 from spool.lock import is_locked
 from spool.paths import RunPaths, ensure_spool_dir, list_runs
+from spool.schema import parse_time
 
 
 def _spool_size(paths: RunPaths) -> int:
@@ -34,6 +35,21 @@ def pending_runs(cfg: Config) -> list[str]:
     return out
 
 
+# A checkpoint waiting behind a flusher that has failed to reach Ara for this long stops waiting:
+# the play should not sit out its whole timeout against a dead Ara.
+FAILING_GRACE = 5.0
+
+
+def failing_for(st: state_mod.RunState | None) -> float:
+    """Seconds the run's flusher has been failing to reach Ara (0 when it is not)."""
+    if st is None or not st.first_error_at or not st.last_error:
+        return 0.0
+    try:
+        return time.time() - parse_time(st.first_error_at).timestamp()
+    except ValueError:
+        return 0.0
+
+
 async def wait_for_holder(paths: RunPaths, deadline: float | None, until_end: bool,
                           stop: asyncio.Event | None = None) -> Outcome:
     """Another flusher holds the run: wait (bounded) until it has passed the spool's current end."""
@@ -43,7 +59,8 @@ async def wait_for_holder(paths: RunPaths, deadline: float | None, until_end: bo
         # Following a run to its end: take over once the holder lets go, whatever it shipped.
         if not until_end and st is not None and st.offset >= target:
             return Outcome(paths.run_id, "done", message="shipped by another flusher", playbook=st.ids.playbook)
-        if deadline is not None and time.monotonic() >= deadline:
+        failing = failing_for(st)
+        if (deadline is not None and time.monotonic() >= deadline) or failing >= FAILING_GRACE:
             if st is not None and st.last_error:
                 # The holder is stuck on Ara, not slow: say what it sees.
                 return Outcome(paths.run_id, "unreachable", message=f"(shipping flusher) {st.last_error}")

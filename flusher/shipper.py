@@ -304,6 +304,10 @@ class RunShipper:
                 self.uncertain = False
                 raise
             self.uncertain = False
+            if self.state is not None and self.state.last_error:
+                # Ara answers again: followers and waiting checkpoints must not see a stale error.
+                self.state.last_error = self.state.first_error_at = None
+                state_mod.save(self.paths, self.state, durable=False)
             return response
 
         try:

@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from flusher.oneshot import FAILING_GRACE, failing_for
 from spool import state as state_mod
 from spool.paths import RunPaths, default_spool_dir, ensure_spool_dir, open_nofollow
 
@@ -97,16 +98,28 @@ def wait_shipped(run_id: str, directory: Path, timeout: float, proc: subprocess.
         time.sleep(0.02)
 
 
-def stop_flusher(proc: subprocess.Popen[bytes], timeout: float) -> int | None:
+def stop_flusher(proc: subprocess.Popen[bytes], timeout: float, run_id: str | None = None,
+                 directory: Path | None = None) -> int | None:
     """Let the flusher finish (it exits once the run's end is shipped), else stop it cleanly:
-    SIGTERM makes it write its checkpoint; what it did not ship stays in the spool."""
+    SIGTERM makes it write its checkpoint; what it did not ship stays in the spool. Stop early when
+    it has been failing to reach Ara for FAILING_GRACE seconds: waiting longer helps nobody."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        code = proc.poll()
+        if code is not None:
+            return code
+        if run_id and directory is not None:
+            st = state_mod.read_state_quiet(RunPaths.of(directory, run_id))
+            if failing_for(st) >= FAILING_GRACE:
+                break
+        time.sleep(0.02)
+    code = proc.poll()
+    if code is not None:
+        return code
+    proc.send_signal(signal.SIGTERM)
     try:
-        return proc.wait(timeout)
+        proc.wait(5)
     except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        return None
+        proc.kill()
+        proc.wait()
+    return None

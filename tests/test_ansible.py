@@ -227,3 +227,17 @@ def test_in_play_flusher_off_leaves_shipping_to_the_daemon(env, ara, spool_dir, 
     assert flush.returncode == 0, flush.stderr
     pb, _, _, rows = results_view(ara, run_id)
     assert pb["status"] == "completed" and [t for t, _, _, _ in rows].count("before") == 3
+
+
+def test_dead_ara_does_not_make_checkpoints_sit_out_their_timeout(env, spool_dir):
+    """With nothing listening, the ara_flush checkpoint and the run's end give up once the flusher
+    has failed for a few seconds, instead of waiting the whole ara_flush_timeout (30 s) each."""
+    dead = dict(env, ARA_API_SERVER="http://127.0.0.1:9")
+    run_id = rid()
+    t0 = time.monotonic()
+    proc = run_playbook(dead, "seed_pattern.yml", "-e", "ara_enabled=true", "-e", f"ara_run_id={run_id}",
+                        "-e", "ara_flush_timeout=30")
+    took = time.monotonic() - t0
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "cannot connect" in proc.stdout + proc.stderr
+    assert took < 40, f"the play took {took:.1f}s against a dead Ara"

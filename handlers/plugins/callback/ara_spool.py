@@ -124,7 +124,7 @@ class CallbackModule(CallbackBase):
             return {}
 
     def _template(self, play, variables: dict, value):
-        if not isinstance(value, str) or "{{" not in value:
+        if not isinstance(value, (str, dict, list)) or (isinstance(value, str) and "{{" not in value):
             return value
         from ansible.template import Templar
 
@@ -385,7 +385,7 @@ class CallbackModule(CallbackBase):
         if self.flusher is None:
             display.vv(f"ara-spool: run {self.run_id} spooled; the ara-spool daemon ships it")
             return
-        code = runtime.stop_flusher(self.flusher, self.flush_timeout)
+        code = runtime.stop_flusher(self.flusher, self.flush_timeout, self.run_id, self.dir)
         offset, error = runtime.shipped_to(self.run_id, self.dir)
         left = runtime.spool_size(self.run_id, self.dir) - offset
         if code == 5 and left <= 0:  # flusher's "some events quarantined"
