@@ -151,3 +151,43 @@ def test_schema_validate_accepts_writer_output(spool_dir):
     ev = writer.append("ok", "result", {"task_uuid": "t", "play_uuid": "p", "host": "h", "status": "ok",
                                         "started": schema.now_iso(), "ended": schema.now_iso()}, spool_dir=spool_dir)
     assert schema.validate(json.loads((spool_dir / "ok.jsonl").read_text())) == ev
+
+
+_BIG_WRITER = """
+import sys
+from spool import writer
+while True:
+    writer.append(sys.argv[2], "event", {"task": "big", "status": "ok", "host": "h",
+                                         "details": {"blob": "z" * 4_000_000}}, spool_dir=sys.argv[1])
+"""
+
+
+def test_writer_sigkilled_mid_append_never_yields_a_torn_event(spool_dir):
+    """A real writer process killed at random moments while appending 4 MB lines: a torn line is
+    never data, the next append heals it, and every whole line is a valid event."""
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    rng = random.Random(7)
+    mine = []
+    for _ in range(15):
+        proc = subprocess.Popen([sys.executable, "-c", _BIG_WRITER, str(spool_dir), "torn-kill"],
+                                cwd=os.path.dirname(os.path.dirname(__file__)))
+        time.sleep(rng.uniform(0.2, 0.6))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        mine.append(writer.append("torn-kill", "event", {"task": "after", "status": "ok", "host": "h"},
+                                  spool_dir=spool_dir)["seq"])
+    lines = list(read_lines(spool_dir / "torn-kill.jsonl"))
+    good = [ln for ln in lines if ln.event is not None]
+    bad = [ln for ln in lines if ln.event is None]
+    assert {ln.offset for ln in good} >= set(mine)  # every append after a kill is whole
+    assert all(ln.event["seq"] == ln.offset for ln in good)
+    assert len(good) > len(mine)  # the killed writers did complete some lines
+    assert bad, "no kill landed mid-write (about half of them do)"
+    for ln in bad:  # each bad line is a torn prefix of a 4 MB event, nothing else
+        assert ln.raw.startswith(b'{"v":1,"run":"torn-kill"') and "malformed JSON" in ln.error
+    assert tail_info(spool_dir / "torn-kill.jsonl")[1] == 0
