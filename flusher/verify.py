@@ -42,7 +42,6 @@ from spool.paths import (
     open_nofollow,
 )
 from spool.reader import read_lines
-from spool.schema import now_iso
 
 RESULT_KINDS = ("result", "event")  # the kinds that make one Ara result each
 MAX_LISTED = 20  # problems listed per run; the counts are always complete
@@ -74,25 +73,8 @@ def _quarantined(paths: RunPaths) -> dict[int, int]:
 
 
 def _quarantine_moved(paths: RunPaths, offset: int, raw: bytes, reason: str) -> None:
-    """A quarantine record (spool/quarantine.py's format) for bytes about to be cut from the spool."""
-    record: dict[str, Any] = {"run": paths.run_id, "offset": offset, "at": now_iso(), "reason": reason, MOVED: True}
-    try:
-        text = raw.decode("utf-8")
-        if "\x00" in text:
-            raise ValueError("NUL")
-        record["raw"] = text
-    except ValueError:
-        record["raw_b64"] = base64.b64encode(raw).decode("ascii")
-    line = json.dumps(record, separators=(",", ":"), ensure_ascii=True).encode() + b"\n"
-    fd = open_nofollow(paths.rejected, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        view = memoryview(line)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)  # durable before a byte leaves the spool
-    finally:
-        os.close(fd)
+    """A quarantine record for bytes about to be cut from the spool (durable before they go)."""
+    quarantine.reject(paths, offset, raw, reason, **{MOVED: True})
 
 
 def _repair_torn_tail(paths: RunPaths) -> int:

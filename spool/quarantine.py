@@ -12,9 +12,10 @@ from spool.paths import RunPaths, ensure_spool_dir, open_nofollow
 from spool.schema import now_iso
 
 
-def reject(paths: RunPaths, offset: int, raw: bytes, reason: str) -> None:
-    """Append one quarantine record: the line's offset, the reason, and its bytes, kept whole."""
-    record: dict[str, Any] = {"run": paths.run_id, "offset": offset, "at": now_iso(), "reason": reason}
+def reject(paths: RunPaths, offset: int, raw: bytes, reason: str, **extra: Any) -> None:
+    """Append one quarantine record, durably: the line's offset, the reason, and its bytes, kept
+    whole (base64 when not text). `extra` fields go into the record as they are."""
+    record: dict[str, Any] = {"run": paths.run_id, "offset": offset, "at": now_iso(), "reason": reason, **extra}
     try:
         record["raw"] = raw.decode("utf-8")
         if "\x00" in record["raw"]:
