@@ -83,6 +83,7 @@ class Config:
     max_backoff: float = 30.0
     checkpoint_every: int = 100  # events between checkpoints (and at most every checkpoint_seconds)
     checkpoint_seconds: float = 1.0
+    task_hold_seconds: float = 2.0  # a live run's task waits this long for its end (see shipper)
 
     @classmethod
     def from_env(cls) -> Config:

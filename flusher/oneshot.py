@@ -54,6 +54,10 @@ async def wait_for_holder(paths: RunPaths, deadline: float | None, until_end: bo
                           stop: asyncio.Event | None = None) -> Outcome:
     """Another flusher holds the run: wait (bounded) until it has passed the spool's current end."""
     target = _spool_size(paths)
+    try:
+        os.utime(paths.lock)  # tell the holder someone waits: hold nothing back (shipper._hold_point)
+    except OSError:
+        pass
     while True:
         st = state_mod.read_state_quiet(paths)
         # Following a run to its end: take over once the holder lets go, whatever it shipped.

@@ -91,6 +91,7 @@ class RunShipper:
         self._since_ckpt = 0
         self._last_ckpt = time.monotonic()
         self._requests_at_start = 0
+        self._held: dict[int, float] = {}  # offset of a held task_start -> when first held
 
     # -- the loop ---------------------------------------------------------------------------
     async def run(self) -> Outcome:
@@ -156,6 +157,8 @@ class RunShipper:
             if self.stop.is_set():
                 raise _Stop("stopped", "stopped")
             lines = [line async for line in aread_lines(self.paths.spool, st.offset, BATCH_LINES)]
+            if self.until_end and len(lines) < BATCH_LINES:
+                lines = lines[: self._hold_point(lines)]
             if not lines:
                 if self.until_end and not st.ended and not self._orphaned():
                     if self._past_deadline():
@@ -178,6 +181,30 @@ class RunShipper:
                 st.offset = line.end
                 self._since_ckpt += 1
                 self._checkpoint()
+
+    def _hold_point(self, lines: list[Line]) -> int:
+        """Following a live run: stop before a task whose end is not spooled yet, for at most
+        `task_hold_seconds`, so that the task is created finished (one request) instead of created
+        and then PATCHed (two). A one-shot waiting for this run (an ara_flush checkpoint) touches
+        the lock file: then nothing is held."""
+        hold = self.config.task_hold_seconds
+        if hold <= 0:
+            return len(lines)
+        ended = {ln.event["task"]["uuid"] for ln in lines if ln.event is not None and ln.event["kind"] == "task_end"}
+        for i, line in enumerate(lines):
+            ev = line.event
+            if ev is None or ev["kind"] != "task_start" or ev["task"]["uuid"] in ended:
+                continue
+            now = time.time()
+            since = self._held.setdefault(line.offset, now)
+            try:
+                nudged = os.stat(self.paths.lock).st_mtime >= since
+            except OSError:
+                nudged = True
+            if now - since < hold and not nudged and not self._orphaned() and not self.stop.is_set():
+                return i
+            break
+        return len(lines)
 
     def _orphaned(self) -> bool:
         # The run's ansible-playbook died without a run_end (SIGKILL): ship what is there, then
