@@ -14,7 +14,7 @@ from flusher.shipper import Outcome, RunShipper
 from spool import state as state_mod
 from spool.lock import is_locked
 from spool.paths import RunPaths, ensure_spool_dir, list_runs
-from spool.schema import parse_time
+from spool.state import FAILING_GRACE, failing_for
 
 
 def _spool_size(paths: RunPaths) -> int:
@@ -33,21 +33,6 @@ def pending_runs(cfg: Config) -> list[str]:
         if st is None or st.offset < _spool_size(paths) or not st.clean:
             out.append(run_id)
     return out
-
-
-# A checkpoint waiting behind a flusher that has failed to reach Ara for this long stops waiting:
-# the play should not sit out its whole timeout against a dead Ara.
-FAILING_GRACE = 5.0
-
-
-def failing_for(st: state_mod.RunState | None) -> float:
-    """Seconds the run's flusher has been failing to reach Ara (0 when it is not)."""
-    if st is None or not st.first_error_at or not st.last_error:
-        return 0.0
-    try:
-        return time.time() - parse_time(st.first_error_at).timestamp()
-    except ValueError:
-        return 0.0
 
 
 async def wait_for_holder(paths: RunPaths, deadline: float | None, until_end: bool,

@@ -90,7 +90,8 @@ class RunShipper:
         self._quarantined = 0
         self._since_ckpt = 0
         self._last_ckpt = time.monotonic()
-        self._requests_at_start = 0
+        self._requests = 0  # HTTP requests this shipper made (the client is shared by many runs)
+        self._requests_saved = 0
         self._held: dict[int, float] = {}  # offset of a held task_start -> when first held
 
     # -- the loop ---------------------------------------------------------------------------
@@ -118,7 +119,6 @@ class RunShipper:
                 state_mod.save(self.paths, st)
             except OSError as exc:
                 return Outcome(self.paths.run_id, "error", message=f"cannot save the run's state: {exc}")
-            self._requests_at_start = self.client.requests
             outcome: Outcome
             try:
                 await self._loop()
@@ -133,8 +133,8 @@ class RunShipper:
                 self._record_error(str(exc))
             finally:
                 st.clean = not self.uncertain
-                st.requests += self.client.requests - self._requests_at_start
-                self._requests_at_start = self.client.requests
+                st.requests += self._requests - self._requests_saved
+                self._requests_saved = self._requests
                 st.updated = now_iso()
                 try:
                     state_mod.save(self.paths, st)
@@ -221,8 +221,8 @@ class RunShipper:
         if force or self._since_ckpt >= self.config.checkpoint_every or (
             self._since_ckpt and now - self._last_ckpt >= self.config.checkpoint_seconds
         ):
-            st.requests += self.client.requests - self._requests_at_start
-            self._requests_at_start = self.client.requests
+            st.requests += self._requests - self._requests_saved
+            self._requests_saved = self._requests
             st.updated = now_iso()
             state_mod.save(self.paths, st)
             self._since_ckpt = 0
@@ -312,6 +312,7 @@ class RunShipper:
         async def attempt() -> dict[str, Any]:
             nonlocal ambiguous
             if call.lookup is not None and (call.lookup_first or ambiguous or self.reconciling):
+                self._requests += 1
                 found = await self.client.find(call.lookup)
                 if found is not None:
                     self.uncertain = False
@@ -322,6 +323,7 @@ class RunShipper:
                     log.info("run %s: reconciled; resuming normal shipping", self.paths.run_id)
             self.uncertain = call.creates
             try:
+                self._requests += 1
                 response = await self.client.request(call.method, call.path, call.body)
             except TransientError as exc:
                 ambiguous = ambiguous or exc.ambiguous

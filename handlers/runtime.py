@@ -12,9 +12,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from flusher.oneshot import FAILING_GRACE, failing_for
 from spool import state as state_mod
 from spool.paths import RunPaths, default_spool_dir, ensure_spool_dir, open_nofollow
+from spool.state import FAILING_GRACE, failing_for
 
 ROOT = Path(__file__).resolve().parent.parent  # holds the spool/ and flusher/ packages
 # Set by the callback in the controller's environment once it records a run; forked workers and

@@ -34,9 +34,9 @@ def test_sigkill_loop_exactly_once_in_order(cli_env, ara, spool_dir):
             os.kill(proc.pid, signal.SIGKILL)
             kills += 1
         proc.wait()
-        if all(load(RunPaths.of(spool_dir, r)).ended for r in (run_a,)) and \
-                load(RunPaths.of(spool_dir, run_b)).offset >= os.path.getsize(spool_dir / f"{run_b}.jsonl"):
-            break
+        if load(RunPaths.of(spool_dir, run_b)).offset >= os.path.getsize(spool_dir / f"{run_b}.jsonl"):
+            # The flush outran the kills (a quiet machine): give it more to ship.
+            spooled_b += emit_events(spool_dir, run_b, 150, hosts=5)
     assert kills >= 10, f"only {kills} kills landed mid-flush"
     final = subprocess.run([sys.executable, "-m", "flusher.cli", "flush", "--timeout", "120"], env=env,
                            capture_output=True, text=True)
