@@ -255,3 +255,14 @@ def test_live_run_creates_each_task_finished_in_one_request(env, ara, spool_dir)
     # playbook lookup+create+running, file, play (+end), host (+stats), playbook end: 9 besides
     # one task and one result per step.
     assert st.requests <= 8 * 2 + 9, st.requests
+
+
+def test_ara_enabled_in_group_vars_is_seen(env, ara, spool_dir):
+    run_id = rid()
+    cmd = [str(BIN / "ansible-playbook"), "-i", str(PLAYBOOKS / "inventory_enabled.ini"),
+           str(PLAYBOOKS / "end_play.yml"), "-e", f"ara_run_id={run_id}"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    pb, _, _, rows = results_view(ara, run_id)
+    assert pb["status"] == "completed" and [t for t, _, _, _ in rows].count("before") == 3
+    assert "callback is not active" not in proc.stdout + proc.stderr

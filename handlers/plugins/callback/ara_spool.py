@@ -118,8 +118,18 @@ class CallbackModule(CallbackBase):
         self.playbook_path = os.path.abspath(playbook._file_name)
 
     def _play_vars(self, play) -> dict:
+        """The play's variables; when the play itself does not set ara_enabled, those of its first
+        host, so that `ara_enabled: true` in group_vars/host_vars (the usual place) works too."""
         try:
-            return play.get_variable_manager().get_vars(play=play)
+            manager = play.get_variable_manager()
+            variables = manager.get_vars(play=play)
+            if "ara_enabled" not in variables or not runtime.as_bool(variables["ara_enabled"]):
+                hosts = manager._inventory.get_hosts(play.hosts)
+                if hosts:
+                    host_vars = manager.get_vars(play=play, host=hosts[0])
+                    if runtime.as_bool(host_vars.get("ara_enabled", False)):
+                        return host_vars
+            return variables
         except Exception:  # noqa: BLE001 - an odd inventory must not break recording
             return {}
 
