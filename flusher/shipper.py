@@ -27,7 +27,7 @@ import backoff
 from flusher.client import AraClient, AraError, AuthError, PermanentError, TransientError
 from flusher.config import Config
 from flusher.mapping import Call, Hints, plan
-from spool import quarantine
+from spool import quarantine, writer
 from spool import state as state_mod
 from spool.lock import try_lock
 from spool.paths import RunPaths
@@ -93,6 +93,7 @@ class RunShipper:
         self._requests = 0  # HTTP requests this shipper made (the client is shared by many runs)
         self._requests_saved = 0
         self._held: dict[int, float] = {}  # offset of a held task_start -> when first held
+        self._ended_for_parent = False
 
     # -- the loop ---------------------------------------------------------------------------
     async def run(self) -> Outcome:
@@ -160,6 +161,14 @@ class RunShipper:
             if self.until_end and len(lines) < BATCH_LINES:
                 lines = lines[: self._hold_point(lines)]
             if not lines:
+                if self.until_end and not st.ended and self._orphaned() and not self._ended_for_parent:
+                    # The run's ansible-playbook died (SIGKILL) without a run_end: record that it
+                    # ended, as Ara's "expired", so the playbook does not stay "running" forever.
+                    self._ended_for_parent = True
+                    writer.append(st.run_id, "run_end", {"status": "expired"}, spool_dir=self.paths.spool_dir)
+                    log.warning("run %s: its ansible-playbook (pid %s) is gone without ending the run; "
+                                "recorded the run as expired", st.run_id, self.parent_pid)
+                    continue
                 if self.until_end and not st.ended and not self._orphaned():
                     if self._past_deadline():
                         raise _Stop("unreachable", "timed out waiting for the run to end")

@@ -95,7 +95,9 @@ def test_ansible_playbook_killed_loses_nothing_spooled(tmp_path, spool_dir, ara_
     pb = ara.playbook_for(run_id)
     results = ara.results(pb["id"])
     assert len(results) == len(spooled) == 4  # the role's register step and "quick" on 3 hosts, once each
-    assert pb["status"] == "running"  # no run end was ever written: Ara shows it as still running
+    # Its flusher recorded the run's end for it: expired, as Ara marks interrupted runs.
+    assert pb["status"] == "expired"
+    assert [ln.event["end"]["status"] for ln in read_lines(spool) if ln.event["kind"] == "run_end"] == ["expired"]
 
 
 def test_spool_full_warns_and_the_play_goes_on(tmp_path, spool_dir, ara_server):
