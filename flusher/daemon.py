@@ -23,7 +23,6 @@ import logging
 import os
 import signal
 import socket
-import stat
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,14 +33,11 @@ from flusher.shipper import Outcome, RunShipper
 from spool import retention as retention_mod
 from spool import state as state_mod
 from spool.paths import (
-    REJECTED_SUFFIX,
-    SPOOL_SUFFIX,
     STATE_SUFFIX,
     RunPaths,
-    UnsafeRunId,
-    check_run_id,
     ensure_spool_dir,
     list_runs,
+    spool_entry,
 )
 
 log = logging.getLogger("ara_spool.daemon")
@@ -165,15 +161,9 @@ class Daemon:
                             states[name[: -len(STATE_SUFFIX)]] = entry.stat(follow_symlinks=False).st_mtime_ns
                         except OSError:
                             pass
-                    elif name.endswith(SPOOL_SUFFIX) and not name.endswith(REJECTED_SUFFIX):
-                        run_id = name[: -len(SPOOL_SUFFIX)]
-                        try:
-                            check_run_id(run_id)
-                            st = entry.stat(follow_symlinks=False)
-                        except (UnsafeRunId, OSError):
-                            continue
-                        if stat.S_ISREG(st.st_mode):
-                            spools.append((st.st_mtime, run_id, st.st_size))
+                    elif (found := spool_entry(entry)) is not None:
+                        run_id, st = found
+                        spools.append((st.st_mtime, run_id, st.st_size))
         except FileNotFoundError:
             return {}
         return {run_id: _Seen(size, states.get(run_id, 0)) for _, run_id, size in sorted(spools)}

@@ -17,20 +17,13 @@ from spool.paths import RunPaths, ensure_spool_dir, list_runs
 from spool.state import FAILING_GRACE, failing_for
 
 
-def _spool_size(paths: RunPaths) -> int:
-    try:
-        return os.stat(paths.spool, follow_symlinks=False).st_size
-    except FileNotFoundError:
-        return 0
-
-
 def pending_runs(cfg: Config) -> list[str]:
     """Runs with lines past their checkpoint, or a run_end not yet shipped."""
     out = []
     for run_id in list_runs(cfg.spool_dir):
         paths = RunPaths.of(cfg.spool_dir, run_id)
         st = state_mod.read_state_quiet(paths)
-        if st is None or st.offset < _spool_size(paths) or not st.clean:
+        if st is None or st.offset < paths.spool_size() or not st.clean:
             out.append(run_id)
     return out
 
@@ -38,7 +31,7 @@ def pending_runs(cfg: Config) -> list[str]:
 async def wait_for_holder(paths: RunPaths, deadline: float | None, until_end: bool,
                           stop: asyncio.Event | None = None) -> Outcome:
     """Another flusher holds the run: wait (bounded) until it has passed the spool's current end."""
-    target = _spool_size(paths)
+    target = paths.spool_size()
     try:
         os.utime(paths.lock)  # tell the holder someone waits: hold nothing back (shipper._hold_point)
     except OSError:

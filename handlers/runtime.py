@@ -76,16 +76,9 @@ def shipped_to(run_id: str, directory: Path) -> tuple[int, str | None]:
     return (st.offset, st.last_error) if st else (0, None)
 
 
-def spool_size(run_id: str, directory: Path) -> int:
-    try:
-        return os.stat(RunPaths.of(directory, run_id).spool, follow_symlinks=False).st_size
-    except FileNotFoundError:
-        return 0
-
-
 def wait_shipped(run_id: str, directory: Path, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> bool:
     """Wait (at most timeout s) until the flusher has passed the spool's current end."""
-    target = spool_size(run_id, directory)
+    target = RunPaths.of(directory, run_id).spool_size()
     deadline = time.monotonic() + timeout
     while True:
         offset, _ = shipped_to(run_id, directory)

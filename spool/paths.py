@@ -103,6 +103,27 @@ class RunPaths:
     def lock(self) -> Path:
         return self.spool_dir / (self.run_id + LOCK_SUFFIX)
 
+    def spool_size(self) -> int:
+        """Bytes in the run's spool file (0 when it has none yet)."""
+        try:
+            return os.stat(self.spool, follow_symlinks=False).st_size
+        except FileNotFoundError:
+            return 0
+
+
+def spool_entry(entry: os.DirEntry[str]) -> tuple[str, os.stat_result] | None:
+    """(run id, lstat) when a spool dir entry is a run's spool file: a safe name, a regular file."""
+    name = entry.name
+    if not name.endswith(SPOOL_SUFFIX) or name.endswith(REJECTED_SUFFIX):
+        return None
+    run_id = name[: -len(SPOOL_SUFFIX)]
+    try:
+        check_run_id(run_id)
+        st = entry.stat(follow_symlinks=False)
+    except (UnsafeRunId, OSError):
+        return None
+    return (run_id, st) if stat.S_ISREG(st.st_mode) else None
+
 
 def list_runs(spool_dir: Path | str) -> list[str]:
     """Run ids that have a spool file in spool_dir, oldest file first. Unsafe names are skipped."""
@@ -113,17 +134,9 @@ def list_runs(spool_dir: Path | str) -> list[str]:
     except FileNotFoundError:
         return []
     for entry in entries:
-        name = entry.name
-        if not name.endswith(SPOOL_SUFFIX) or name.endswith(REJECTED_SUFFIX):
-            continue
-        run_id = name[: -len(SPOOL_SUFFIX)]
-        try:
-            check_run_id(run_id)
-            st = entry.stat(follow_symlinks=False)
-        except (UnsafeRunId, OSError):
-            continue
-        if stat.S_ISREG(st.st_mode):
-            runs.append((st.st_mtime, run_id))
+        found = spool_entry(entry)
+        if found is not None:
+            runs.append((found[1].st_mtime, found[0]))
     return [r for _, r in sorted(runs)]
 
 

@@ -177,7 +177,7 @@ def _mtime(path: Path) -> float:
 def retirable(paths: RunPaths, max_age_s: float, now: float | None = None) -> bool:
     """Whether the run is wholly shipped and untouched for max_age_s (no lock taken)."""
     st = state_mod.read_state_quiet(paths)
-    if st is None or not st.ended or not st.clean or st.offset < _size(paths.spool):
+    if st is None or not st.ended or not st.clean or st.offset < paths.spool_size():
         return False
     last = max(_mtime(paths.spool), _mtime(paths.state), _mtime(paths.rejected))
     return (now if now is not None else time.time()) - last >= max_age_s

@@ -74,7 +74,7 @@ except ImportError:  # plugins used from a checkout or a collection: the package
     sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
     from handlers import runtime
 from spool import writer  # noqa: E402
-from spool.paths import UnsafeRunId, check_run_id  # noqa: E402
+from spool.paths import RunPaths, UnsafeRunId, check_run_id  # noqa: E402
 
 display = Display()
 MAX_FILE_BYTES = 1024 * 1024  # larger source files are recorded as a note, not their content
@@ -397,7 +397,7 @@ class CallbackModule(CallbackBase):
             return
         code = runtime.stop_flusher(self.flusher, self.flush_timeout, self.run_id, self.dir)
         offset, error = runtime.shipped_to(self.run_id, self.dir)
-        left = runtime.spool_size(self.run_id, self.dir) - offset
+        left = RunPaths.of(self.dir, self.run_id).spool_size() - offset
         if code == 5 and left <= 0:  # flusher's "some events quarantined"
             display.warning(f"ara-spool: run {self.run_id}: some events were refused and quarantined in "
                             f"{self.dir}/{self.run_id}.rejected.jsonl")
