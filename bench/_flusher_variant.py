@@ -11,7 +11,7 @@ and every request after failed; tests/test_runserver.py covers that now.)
 
 import sys
 
-from flusher import client
+from ara_spool.flusher import client
 
 mode = sys.argv.pop(1)
 
@@ -21,6 +21,6 @@ if mode == "keepalive":
 else:
     raise SystemExit(f"unknown variant {mode!r}")
 
-from flusher.cli import main  # noqa: E402
+from ara_spool.flusher.cli import main  # noqa: E402
 
 sys.exit(main(sys.argv[1:]))

@@ -19,10 +19,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ara_spool.spool import schema, writer  # noqa: E402
+from ara_spool.spool.paths import open_nofollow  # noqa: E402
 from common import banner, machine, median, pct, save_results, table, tempdir  # noqa: E402
-
-from spool import schema, writer  # noqa: E402
-from spool.paths import open_nofollow  # noqa: E402
 
 
 def result_body(i: int) -> dict:

@@ -23,10 +23,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
-from spool import writer  # noqa: E402
+from ara_spool.spool import writer  # noqa: E402
+
 from tests.ara import AraAPI, AraServer, ara_env, free_port  # noqa: E402,F401
 
 BIN = Path(sys.executable).parent

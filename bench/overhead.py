@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ara_spool.handlers import env_lines  # noqa: E402
 from common import (  # noqa: E402
     BIN,
     AraAPI,
@@ -42,8 +43,6 @@ from common import (  # noqa: E402
     table,
     tempdir,
 )
-
-from handlers import env_lines  # noqa: E402
 
 
 def write_playbook(path: Path, tasks: int) -> None:

@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from flusher.config import Config, ConfigError
-from spool import schema, writer
-from spool.paths import UnsafeRunId, UnsafeSpoolPath, check_run_id
+from ara_spool.flusher.config import Config, ConfigError
+from ara_spool.spool import schema, writer
+from ara_spool.spool.paths import UnsafeRunId, UnsafeSpoolPath, check_run_id
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -85,15 +85,15 @@ def _exit_code(outcomes: list[Any]) -> int:
 
 
 def cmd_flush(args: argparse.Namespace) -> int:
-    from flusher import oneshot
-    from flusher.progress import Progress
+    from ara_spool.flusher import oneshot
+    from ara_spool.flusher.progress import Progress
 
     cfg = _config(args)
     for run_id in args.run or []:
         check_run_id(run_id)
     if args.follow:
-        from flusher.daemon import run_daemon
-        from spool.retention import Retention, RetentionConfigError
+        from ara_spool.flusher.daemon import run_daemon
+        from ara_spool.spool.retention import Retention, RetentionConfigError
 
         try:
             retention = Retention.from_env()
@@ -142,7 +142,7 @@ def cmd_flush(args: argparse.Namespace) -> int:
 
 # -- status -----------------------------------------------------------------------------------
 def cmd_status(args: argparse.Namespace) -> int:
-    from flusher.status import collect, render_table
+    from ara_spool.flusher.status import collect, render_table
 
     cfg = _config(args)
     rows = collect(cfg, args.run)
@@ -155,7 +155,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 # -- env --------------------------------------------------------------------------------------
 def cmd_env(args: argparse.Namespace) -> int:
-    from handlers import env_lines
+    from ara_spool.handlers import env_lines
 
     print("\n".join(env_lines()))
     return EXIT_OK
@@ -163,7 +163,7 @@ def cmd_env(args: argparse.Namespace) -> int:
 
 # -- verify -----------------------------------------------------------------------------------
 def cmd_verify(args: argparse.Namespace) -> int:
-    from flusher.verify import verify
+    from ara_spool.flusher.verify import verify
 
     cfg = _config(args)
     report, ok = verify(cfg, args.run, repair=args.repair, ara=not args.offline)

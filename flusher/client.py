@@ -17,10 +17,9 @@ import ssl
 from typing import Any
 
 import aiohttp
-
-from flusher.config import Config
-from flusher.mapping import Lookup
-from spool.schema import parse_time
+from ara_spool.flusher.config import Config
+from ara_spool.flusher.mapping import Lookup
+from ara_spool.spool.schema import parse_time
 
 
 class AraError(Exception):

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from spool.paths import default_spool_dir
+from ara_spool.spool.paths import default_spool_dir
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"  # as Ara's own http client
 

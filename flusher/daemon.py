@@ -27,12 +27,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from flusher.client import AraClient
-from flusher.config import Config
-from flusher.shipper import Outcome, RunShipper
-from spool import retention as retention_mod
-from spool import state as state_mod
-from spool.paths import (
+from ara_spool.flusher.client import AraClient
+from ara_spool.flusher.config import Config
+from ara_spool.flusher.shipper import Outcome, RunShipper
+from ara_spool.spool import retention as retention_mod
+from ara_spool.spool import state as state_mod
+from ara_spool.spool.paths import (
     STATE_SUFFIX,
     RunPaths,
     ensure_spool_dir,

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from spool.schema import parse_time
-from spool.state import AraIds
-from spool.writer import TRUNCATED_HEAD_CHARS
+from ara_spool.spool.schema import parse_time
+from ara_spool.spool.state import AraIds
+from ara_spool.spool.writer import TRUNCATED_HEAD_CHARS
 
 API = "/api/v1"
 # Ara refuses bodies over 2,621,440 bytes; leave room for the rest of a result's fields.

@@ -8,13 +8,13 @@ import signal
 import time
 from collections.abc import Callable, Iterable
 
-from flusher.client import AraClient
-from flusher.config import Config
-from flusher.shipper import Outcome, RunShipper
-from spool import state as state_mod
-from spool.lock import is_locked
-from spool.paths import RunPaths, ensure_spool_dir, list_runs
-from spool.state import FAILING_GRACE, failing_for
+from ara_spool.flusher.client import AraClient
+from ara_spool.flusher.config import Config
+from ara_spool.flusher.shipper import Outcome, RunShipper
+from ara_spool.spool import state as state_mod
+from ara_spool.spool.lock import is_locked
+from ara_spool.spool.paths import RunPaths, ensure_spool_dir, list_runs
+from ara_spool.spool.state import FAILING_GRACE, failing_for
 
 
 def pending_runs(cfg: Config) -> list[str]:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import sys
 
-from flusher.config import Config
-from spool import state as state_mod
-from spool.paths import RunPaths, list_runs
-from spool.reader import tail_info
+from ara_spool.flusher.config import Config
+from ara_spool.spool import state as state_mod
+from ara_spool.spool.paths import RunPaths, list_runs
+from ara_spool.spool.reader import tail_info
 
 
 def pending_lines(cfg: Config, runs: list[str] | None) -> int:

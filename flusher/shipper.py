@@ -23,16 +23,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import backoff
-
-from flusher.client import AraClient, AraError, AuthError, PermanentError, TransientError
-from flusher.config import Config
-from flusher.mapping import Call, Hints, plan
-from spool import quarantine, writer
-from spool import state as state_mod
-from spool.lock import try_lock
-from spool.paths import RunPaths
-from spool.reader import Line, aread_lines
-from spool.schema import now_iso
+from ara_spool.flusher.client import AraClient, AraError, AuthError, PermanentError, TransientError
+from ara_spool.flusher.config import Config
+from ara_spool.flusher.mapping import Call, Hints, plan
+from ara_spool.spool import quarantine, writer
+from ara_spool.spool import state as state_mod
+from ara_spool.spool.lock import try_lock
+from ara_spool.spool.paths import RunPaths
+from ara_spool.spool.reader import Line, aread_lines
+from ara_spool.spool.schema import now_iso
 
 log = logging.getLogger("ara_spool.shipper")
 

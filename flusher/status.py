@@ -6,12 +6,12 @@ import os
 import time
 from typing import Any
 
-from flusher.config import Config
-from spool import quarantine
-from spool import state as state_mod
-from spool.lock import is_locked
-from spool.paths import RunPaths, list_runs
-from spool.reader import tail_info
+from ara_spool.flusher.config import Config
+from ara_spool.spool import quarantine
+from ara_spool.spool import state as state_mod
+from ara_spool.spool.lock import is_locked
+from ara_spool.spool.paths import RunPaths, list_runs
+from ara_spool.spool.reader import tail_info
 
 
 def collect(cfg: Config, runs: list[str] | None = None) -> list[dict[str, Any]]:

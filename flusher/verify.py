@@ -27,11 +27,11 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from flusher.config import Config
-from spool import quarantine
-from spool import state as state_mod
-from spool.lock import is_locked, try_lock
-from spool.paths import (
+from ara_spool.flusher.config import Config
+from ara_spool.spool import quarantine
+from ara_spool.spool import state as state_mod
+from ara_spool.spool.lock import is_locked, try_lock
+from ara_spool.spool.paths import (
     REJECTED_SUFFIX,
     SPOOL_SUFFIX,
     RunPaths,
@@ -41,7 +41,7 @@ from spool.paths import (
     list_runs,
     open_nofollow,
 )
-from spool.reader import read_lines
+from ara_spool.spool.reader import read_lines
 
 RESULT_KINDS = ("result", "event")  # the kinds that make one Ara result each
 MAX_LISTED = 20  # problems listed per run; the counts are always complete
@@ -126,8 +126,8 @@ def _mode_problems(path: Path, what: str) -> list[str]:
 
 async def _ara_counts(cfg: Config, runs: list[tuple[str, int | None]]) -> dict[str, dict[str, Any]]:
     """Per run: playbooks with its label, and the results Ara holds for its playbook."""
-    from flusher.client import AraClient, AraError
-    from flusher.mapping import run_label
+    from ara_spool.flusher.client import AraClient, AraError
+    from ara_spool.flusher.mapping import run_label
 
     out: dict[str, dict[str, Any]] = {}
     async with AraClient(cfg) as client:

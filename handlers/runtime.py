@@ -12,11 +12,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from spool import state as state_mod
-from spool.paths import RunPaths, default_spool_dir, ensure_spool_dir, open_nofollow
-from spool.state import FAILING_GRACE, failing_for
+from ara_spool.spool import state as state_mod
+from ara_spool.spool.paths import RunPaths, default_spool_dir, ensure_spool_dir, open_nofollow
+from ara_spool.spool.state import FAILING_GRACE, failing_for
 
-ROOT = Path(__file__).resolve().parent.parent  # holds the spool/ and flusher/ packages
 # Set by the callback in the controller's environment once it records a run; forked workers and
 # the flusher inherit it, so every part of the run agrees on one id.
 ACTIVE_ENV = "ARA_SPOOL_ACTIVE_RUN"
@@ -57,11 +56,10 @@ def start_flusher(run_id: str, directory: Path, extra_env: dict[str, str]) -> su
     env = dict(os.environ)
     env.update(extra_env)
     env["ARA_SPOOL_DIR"] = str(directory)
-    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     log_fd = open_nofollow(directory / f"{run_id}.flusher.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
         return subprocess.Popen(
-            [sys.executable, "-m", "flusher.cli", "-v", "flush", "--run", run_id, "--until-end", "--quiet",
+            [sys.executable, "-m", "ara_spool.flusher", "-v", "flush", "--run", run_id, "--until-end", "--quiet",
              "--parent", str(os.getpid())],
             env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log_fd,
             start_new_session=True, close_fds=True,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import fcntl
 import os
 
-from spool.paths import RunPaths, open_nofollow
+from ara_spool.spool.paths import RunPaths, open_nofollow
 
 
 class RunLock:

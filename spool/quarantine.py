@@ -8,8 +8,8 @@ import json
 import os
 from typing import Any
 
-from spool.paths import RunPaths, ensure_spool_dir, open_nofollow
-from spool.schema import now_iso
+from ara_spool.spool.paths import RunPaths, ensure_spool_dir, open_nofollow
+from ara_spool.spool.schema import now_iso
 
 
 def reject(paths: RunPaths, offset: int, raw: bytes, reason: str, **extra: Any) -> None:

@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import aiofiles
-
-from spool import schema
-from spool.paths import open_nofollow
-from spool.writer import MAX_LINE_BYTES
+from ara_spool.spool import schema
+from ara_spool.spool.paths import open_nofollow
+from ara_spool.spool.writer import MAX_LINE_BYTES
 
 CHUNK = 256 * 1024
 

@@ -24,9 +24,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from spool import state as state_mod
-from spool.lock import try_lock
-from spool.paths import (
+from ara_spool.spool import state as state_mod
+from ara_spool.spool.lock import try_lock
+from ara_spool.spool.paths import (
     REJECTED_SUFFIX,
     STATE_SUFFIX,
     RunPaths,

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from spool.paths import RunPaths, open_nofollow
-from spool.schema import parse_time
+from ara_spool.spool.paths import RunPaths, open_nofollow
+from ara_spool.spool.schema import parse_time
 
 STATE_VERSION = 1
 

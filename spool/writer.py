@@ -13,8 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from spool import schema
-from spool.paths import RunPaths, default_spool_dir, ensure_spool_dir, open_nofollow
+from ara_spool.spool import schema
+from ara_spool.spool.paths import RunPaths, default_spool_dir, ensure_spool_dir, open_nofollow
 
 # Larger events are cut down (content replaced by a marker with its head) before they are spooled.
 MAX_LINE_BYTES = 8 * 1024 * 1024
@@ -100,7 +100,7 @@ def append(
     event = schema.make_event(run_id, kind, body, ts)
     if os.environ.get("ARA_SPOOL_MAX_BYTES"):
         # Size cap (spool/retention.py): warn, or refuse with SpoolFull before anything is written.
-        from spool.retention import check_cap
+        from ara_spool.spool.retention import check_cap
 
         check_cap(paths.spool_dir, len(encode(event)) + 64)
     if fsync is None:

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from handlers import env_lines
+from ara_spool.handlers import env_lines
 
 PLAYBOOKS = Path(__file__).resolve().parent / "playbooks"
 BIN = Path(sys.executable).parent

@@ -5,8 +5,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from ara_spool.flusher.config import Config
 
-from flusher.config import Config
 from tests.ara import AraAPI, AraServer
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from spool import writer
+from ara_spool.spool import writer
 
 STATUSES = ["ok", "ok", "ok", "failed", "skipped", "ok", "unreachable"]
 

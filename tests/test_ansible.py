@@ -8,11 +8,11 @@ import time
 import uuid
 
 import pytest
+from ara_spool.spool import schema
+from ara_spool.spool.paths import RunPaths
+from ara_spool.spool.reader import read_lines
+from ara_spool.spool.state import load
 
-from spool import schema
-from spool.paths import RunPaths
-from spool.reader import read_lines
-from spool.state import load
 from tests.ansible_run import BIN, PLAYBOOKS, ansible_env, playbook_cmd, run_playbook
 
 

@@ -9,7 +9,8 @@ import time
 import uuid
 from pathlib import Path
 
-from spool.reader import read_lines
+from ara_spool.spool.reader import read_lines
+
 from tests.ansible_run import BIN, ansible_env, playbook_cmd, run_playbook
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,7 +57,7 @@ def test_secrets_never_reach_spool_argv_logs_or_output(tmp_path, spool_dir, ara_
         time.sleep(0.05)
     out = proc.stdout.read()
     assert proc.returncode == 0, out
-    assert any("flusher.cli" in c and run_id in c for c in cmdlines), "the background flusher was not seen"
+    assert any("ara_spool.flusher" in c and run_id in c for c in cmdlines), "the background flusher was not seen"
     leaks = [c for c in cmdlines if TOKEN in c or PASSWORD in c]
     assert not leaks
     assert TOKEN not in out and PASSWORD not in out
@@ -84,10 +85,10 @@ def test_ansible_playbook_killed_loses_nothing_spooled(tmp_path, spool_dir, ara_
     subprocess.run(["pkill", "-KILL", "-f", "^sleep 67$"], check=False)  # the orphaned worker's command
     # Its background flusher notices the run's process is gone, ships what is spooled, and exits.
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and subprocess.run(["pgrep", "-f", f"flusher.cli.*{run_id}"],
+    while time.monotonic() < deadline and subprocess.run(["pgrep", "-f", f"ara_spool.flusher .*{run_id}"],
                                                          capture_output=True).returncode == 0:
         time.sleep(0.2)
-    assert subprocess.run(["pgrep", "-f", f"flusher.cli.*{run_id}"], capture_output=True).returncode != 0
+    assert subprocess.run(["pgrep", "-f", f"ara_spool.flusher .*{run_id}"], capture_output=True).returncode != 0
     flush = subprocess.run([str(BIN / "ara-spool"), "flush", "--run", run_id, "--timeout", "30"], env=cli_env,
                            capture_output=True, text=True)
     assert flush.returncode == 0, flush.stderr

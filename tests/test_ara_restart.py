@@ -9,10 +9,10 @@ import signal
 import time
 
 import pytest
+from ara_spool.flusher import oneshot
+from ara_spool.flusher.config import Config
+from ara_spool.spool import schema
 
-from flusher import oneshot
-from flusher.config import Config
-from spool import schema
 from tests.ara import AraAPI, AraServer
 from tests.runs import emit_events, spool_run
 

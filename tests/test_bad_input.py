@@ -18,12 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from flusher import oneshot
-from spool import writer
-from spool.paths import RunPaths, UnsafeSpoolPath, list_runs
-from spool.reader import read_lines
-from spool.state import load
+from ara_spool.flusher import oneshot
+from ara_spool.spool import writer
+from ara_spool.spool.paths import RunPaths, UnsafeSpoolPath, list_runs
+from ara_spool.spool.reader import read_lines
+from ara_spool.spool.state import load
 
 T0 = datetime(2025, 6, 1, tzinfo=UTC)
 
@@ -265,9 +264,9 @@ def test_unsafe_run_ids_are_refused_by_the_cli(cli_env, spool_dir, sentinel, run
                                                                   "--host", "h", "--status", "ok"]):
         if "\x00" in run_id:
             with pytest.raises(ValueError):  # argv cannot even carry a NUL
-                subprocess.run([sys.executable, "-m", "flusher.cli", *args], env=cli_env)
+                subprocess.run([sys.executable, "-m", "ara_spool.flusher", *args], env=cli_env)
             continue
-        p = subprocess.run([sys.executable, "-m", "flusher.cli", *args], env=cli_env, capture_output=True,
+        p = subprocess.run([sys.executable, "-m", "ara_spool.flusher", *args], env=cli_env, capture_output=True,
                            text=True)
         assert p.returncode == 2 and "unsafe run id" in p.stderr and "Traceback" not in p.stderr, p.stderr
     assert list(spool_dir.iterdir()) == []
@@ -311,7 +310,7 @@ async def test_symlinked_run_file_is_refused_and_other_runs_ship(cfg, ara, spool
     # Through the CLI: a clear one-line error, exit code 1, no traceback.
     env = {k: v for k, v in os.environ.items() if not k.startswith("ARA_")}
     env.update(ARA_API_SERVER=cfg.server, ARA_SPOOL_DIR=str(spool_dir))
-    p = subprocess.run([sys.executable, "-m", "flusher.cli", "flush", "-q", "--run", run_id, "--timeout", "10"],
+    p = subprocess.run([sys.executable, "-m", "ara_spool.flusher", "flush", "-q", "--run", run_id, "--timeout", "10"],
                        env=env, capture_output=True, text=True)
     assert p.returncode == 1 and "symlink" in p.stderr and "Traceback" not in p.stderr, p.stderr
 
@@ -320,7 +319,7 @@ def test_symlinked_spool_dir_is_refused_by_flush(cli_env, spool_dir, sentinel, t
     link = tmp_path / "spool-link"
     link.symlink_to(sentinel)
     env = dict(cli_env, ARA_SPOOL_DIR=str(link))
-    p = subprocess.run([sys.executable, "-m", "flusher.cli", "flush", "--timeout", "5"], env=env,
+    p = subprocess.run([sys.executable, "-m", "ara_spool.flusher", "flush", "--timeout", "5"], env=env,
                        capture_output=True, text=True)
     assert p.returncode == 2 and "symlink" in p.stderr and "Traceback" not in p.stderr, p.stderr
 

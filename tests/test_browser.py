@@ -21,8 +21,8 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from ara_spool.spool import schema
 
-from spool import schema
 from tests.ansible_run import BIN, PLAYBOOKS, ansible_env
 from tests.conftest import ARTIFACTS, ROOT
 

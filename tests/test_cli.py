@@ -16,7 +16,7 @@ from tests.runs import emit_events
 
 
 def run(env, *args):
-    return subprocess.run([sys.executable, "-m", "flusher.cli", *args], env=env, capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "ara_spool.flusher", *args], env=env, capture_output=True, text=True)
 
 
 def test_progress_bar_on_a_terminal_and_quiet_otherwise(cli_env, spool_dir):
@@ -24,7 +24,7 @@ def test_progress_bar_on_a_terminal_and_quiet_otherwise(cli_env, spool_dir):
     pid, fd = pty.fork()
     if pid == 0:  # child: stdout/stderr are the terminal, 120 columns wide
         fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
-        os.execve(sys.executable, [sys.executable, "-m", "flusher.cli", "flush", "--run", "tty-1"], cli_env)
+        os.execve(sys.executable, [sys.executable, "-m", "ara_spool.flusher", "flush", "--run", "tty-1"], cli_env)
     out = b""
     while True:
         try:

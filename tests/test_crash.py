@@ -9,9 +9,10 @@ import subprocess
 import sys
 import time
 
-from spool import schema
-from spool.paths import RunPaths
-from spool.state import load
+from ara_spool.spool import schema
+from ara_spool.spool.paths import RunPaths
+from ara_spool.spool.state import load
+
 from tests.runs import emit_events, spool_run
 
 KILLS = 12
@@ -27,7 +28,7 @@ def test_sigkill_loop_exactly_once_in_order(cli_env, ara, spool_dir):
     kills = 0
     deadline = time.monotonic() + 240
     while kills < KILLS and time.monotonic() < deadline:
-        proc = subprocess.Popen([sys.executable, "-m", "flusher.cli", "flush", "-q", "--timeout", "60"],
+        proc = subprocess.Popen([sys.executable, "-m", "ara_spool.flusher", "flush", "-q", "--timeout", "60"],
                                 env=env, stderr=subprocess.DEVNULL)
         time.sleep(rng.uniform(0.35, 0.8))
         if proc.poll() is None:
@@ -38,7 +39,7 @@ def test_sigkill_loop_exactly_once_in_order(cli_env, ara, spool_dir):
             # The flush outran the kills (a quiet machine): give it more to ship.
             spooled_b += emit_events(spool_dir, run_b, 150, hosts=5)
     assert kills >= 10, f"only {kills} kills landed mid-flush"
-    final = subprocess.run([sys.executable, "-m", "flusher.cli", "flush", "--timeout", "120"], env=env,
+    final = subprocess.run([sys.executable, "-m", "ara_spool.flusher", "flush", "--timeout", "120"], env=env,
                            capture_output=True, text=True)
     assert final.returncode == 0, final.stderr
 

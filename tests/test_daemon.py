@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ara_spool.spool import retention, schema, writer
+from ara_spool.spool.lock import try_lock
+from ara_spool.spool.paths import RunPaths
+from ara_spool.spool.state import load
 
-from spool import retention, schema, writer
-from spool.lock import try_lock
-from spool.paths import RunPaths
-from spool.state import load
 from tests.ara import AraServer, free_port
 from tests.runs import emit_events, spool_run
 
@@ -39,15 +39,15 @@ def wait_until(cond: Callable[[], Any], timeout: float, what: str, every: float 
 
 
 class Follower:
-    """`python -m flusher.cli flush --follow` as a subprocess; its log in a file."""
+    """`python -m ara_spool.flusher flush --follow` as a subprocess; its log in a file."""
 
     def __init__(self, env: dict[str, str], log: Path, *args: str) -> None:
         self.log = log
         env = dict(env, ARA_SPOOL_LOG_LEVEL="INFO")
         self._log_start = log.stat().st_size if log.exists() else 0
         with open(log, "ab") as fh:
-            self.proc = subprocess.Popen([sys.executable, "-m", "flusher.cli", "flush", "--follow", "--poll", "0.2",
-                                          *args], env=env, stdout=subprocess.DEVNULL, stderr=fh)
+            self.proc = subprocess.Popen([sys.executable, "-m", "ara_spool.flusher", "flush", "--follow",
+                                          "--poll", "0.2", *args], env=env, stdout=subprocess.DEVNULL, stderr=fh)
         # SIGTERM is only ours to handle once the loop runs: wait for its first log line.
         wait_until(lambda: "following" in self.text() or self.proc.poll() is not None, 20, "the daemon to start")
         assert self.proc.poll() is None, self.text()
@@ -104,7 +104,7 @@ def test_follow_ships_appends_new_runs_and_run_end(cli_env, ara, spool_dir, foll
     d = followers(cli_env)
     # Another process appends (the CLI's emit): it reaches Ara within a few seconds.
     t0 = time.monotonic()
-    subprocess.run([sys.executable, "-m", "flusher.cli", "emit", "--run", "follow-a", "--task", "deploy",
+    subprocess.run([sys.executable, "-m", "ara_spool.flusher", "emit", "--run", "follow-a", "--task", "deploy",
                     "--host", "web1", "--status", "ok", "--duration", "0.5", "--details", '{"n": 1}'],
                    env=cli_env, check=True)
     wait_until(lambda: len(results_of(ara, "follow-a")) == 1, 10, "the first event in Ara")
@@ -169,8 +169,8 @@ def test_daemon_and_oneshot_on_the_same_run_no_duplicate(cli_env, ara, spool_dir
     for _ in range(4):
         spooled += emit_events(spool_dir, run_id, 40)
         # A one-shot flush of the same run while the daemon ships it: one of them waits.
-        r = subprocess.run([sys.executable, "-m", "flusher.cli", "flush", "-q", "--run", run_id, "--timeout", "60"],
-                           env=cli_env, capture_output=True, text=True)
+        r = subprocess.run([sys.executable, "-m", "ara_spool.flusher", "flush", "-q", "--run", run_id,
+                            "--timeout", "60"], env=cli_env, capture_output=True, text=True)
         codes.append(r.returncode)
         assert r.returncode == 0, r.stderr
         # The one-shot returns once the run is in Ara up to where the spool ended when it started.
@@ -190,13 +190,13 @@ def test_oneshot_waits_for_or_skips_a_run_the_daemon_holds(cli_env, ara, spool_d
     assert try_lock(RunPaths.of(spool_dir, run_id)) is None, "the daemon holds the run's lock"
 
     t0 = time.monotonic()
-    r = subprocess.run([sys.executable, "-m", "flusher.cli", "flush", "-q", "--run", run_id, "--no-wait"],
+    r = subprocess.run([sys.executable, "-m", "ara_spool.flusher", "flush", "-q", "--run", run_id, "--no-wait"],
                        env=cli_env, capture_output=True, text=True)
     no_wait_took = time.monotonic() - t0
     assert r.returncode == EXIT_BUSY, r.stderr
     assert "another flusher" in r.stderr
     t0 = time.monotonic()
-    r = subprocess.run([sys.executable, "-m", "flusher.cli", "flush", "-q", "--run", run_id, "--timeout", "1.5"],
+    r = subprocess.run([sys.executable, "-m", "ara_spool.flusher", "flush", "-q", "--run", run_id, "--timeout", "1.5"],
                        env=cli_env, capture_output=True, text=True)
     waited = time.monotonic() - t0
     # Busy (6), or unreachable (3) quoting the holder's own error: either way it waited, then gave up.
@@ -209,7 +209,7 @@ def test_oneshot_waits_for_or_skips_a_run_the_daemon_holds(cli_env, ara, spool_d
     rc, took = d.stop()
     assert rc == 0 and took < 3.0, (rc, took, d.text())
     assert load(RunPaths.of(spool_dir, run_id)).clean
-    r = subprocess.run([sys.executable, "-m", "flusher.cli", "flush", "-q", "--run", run_id, "--no-wait"],
+    r = subprocess.run([sys.executable, "-m", "ara_spool.flusher", "flush", "-q", "--run", run_id, "--no-wait"],
                        env=cli_env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert_exactly_once_in_order(ara, run_id, spooled)
@@ -303,7 +303,7 @@ def test_daemon_retires_shipped_runs(cli_env, ara, spool_dir, followers):
 # -- retention and the size cap, in-process -----------------------------------------------
 def _shipped(spool_dir: Path, run_id: str) -> None:
     """Mark a spooled run as wholly shipped (as the flusher leaves it)."""
-    from spool.state import RunState, save
+    from ara_spool.spool.state import RunState, save
 
     paths = RunPaths.of(spool_dir, run_id)
     st = RunState(run_id, offset=os.path.getsize(paths.spool), ended=True, clean=True)
@@ -369,8 +369,8 @@ def test_size_cap_warns_or_refuses(spool_dir, monkeypatch, caplog):
 
 
 def test_group_shared_spool_modes(tmp_path, monkeypatch):
-    from spool import quarantine
-    from spool.state import RunState, save
+    from ara_spool.spool import quarantine
+    from ara_spool.spool.state import RunState, save
 
     monkeypatch.setenv("ARA_SPOOL_GROUP_SHARED", "true")
     old = os.umask(0o022)

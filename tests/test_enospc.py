@@ -15,11 +15,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
-from flusher import oneshot
-from flusher.config import Config
-from spool import writer
-from spool.reader import read_lines, tail_info
+from ara_spool.flusher import oneshot
+from ara_spool.flusher.config import Config
+from ara_spool.spool import writer
+from ara_spool.spool.reader import read_lines, tail_info
 
 BIG = "d" * 6000  # each event ~6 KB: a few dozen fill the 256 KiB tmpfs
 

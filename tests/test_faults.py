@@ -9,12 +9,12 @@ import sys
 import time
 
 import pytest
+from ara_spool.flusher import oneshot
+from ara_spool.flusher.config import Config
+from ara_spool.spool import schema
+from ara_spool.spool.paths import RunPaths
+from ara_spool.spool.state import load
 
-from flusher import oneshot
-from flusher.config import Config
-from spool import schema
-from spool.paths import RunPaths
-from spool.state import load
 from tests.faultproxy import FaultProxy, Rule
 from tests.runs import emit_events, spool_run
 
@@ -130,7 +130,7 @@ async def test_flush_exit_codes(cli_env, proxy, spool_dir, ara_server):
     """One clear stderr line and a distinct exit code for each way a flush can end."""
     def flush(server, *extra):
         env = dict(cli_env, ARA_API_SERVER=server, ARA_API_TIMEOUT="2")
-        return subprocess.run([sys.executable, "-m", "flusher.cli", "flush", "--timeout", "2", *extra],
+        return subprocess.run([sys.executable, "-m", "ara_spool.flusher", "flush", "--timeout", "2", *extra],
                               env=env, capture_output=True, text=True)
 
     emit_events(spool_dir, "codes-1", 2)
@@ -146,5 +146,5 @@ async def test_flush_exit_codes(cli_env, proxy, spool_dir, ara_server):
     p = await loop.run_in_executor(None, flush, ara_server.url)
     assert p.returncode == 0, p.stderr
     env = dict(cli_env, ARA_API_SERVER="ftp://nope")
-    p = subprocess.run([sys.executable, "-m", "flusher.cli", "flush"], env=env, capture_output=True, text=True)
+    p = subprocess.run([sys.executable, "-m", "ara_spool.flusher", "flush"], env=env, capture_output=True, text=True)
     assert p.returncode == 2 and "ARA_API_SERVER" in p.stderr

@@ -8,11 +8,11 @@ import sys
 from datetime import timedelta
 
 import pytest
+from ara_spool.flusher import oneshot
+from ara_spool.spool import schema
+from ara_spool.spool.paths import RunPaths
+from ara_spool.spool.state import load
 
-from flusher import oneshot
-from spool import schema
-from spool.paths import RunPaths
-from spool.state import load
 from tests.runs import emit_events, spool_run
 
 RESULT_SHOWN = {("ok", False): "ok", ("ok", True): "changed", ("failed", False): "failed",
@@ -91,10 +91,11 @@ async def test_explicit_events_via_cli(cli_env, ara, spool_dir):
     run_id = "run-emit-1"
     for i, (task, host, status) in enumerate([("pr_status_check", "ci", "ok"), ("deploy", "web1", "failed"),
                                                ("pr_status_check", "ci", "skipped")]):
-        subprocess.run([sys.executable, "-m", "flusher.cli", "emit", "--run", run_id, "--task", task, "--host", host,
-                        "--status", status, "--duration", "1.5", "--details", json.dumps({"i": i, "ok": True})],
+        subprocess.run([sys.executable, "-m", "ara_spool.flusher", "emit", "--run", run_id, "--task", task,
+                        "--host", host, "--status", status, "--duration", "1.5",
+                        "--details", json.dumps({"i": i, "ok": True})],
                        env=cli_env, check=True)
-    proc = subprocess.run([sys.executable, "-m", "flusher.cli", "flush", "--run", run_id, "--timeout", "60"],
+    proc = subprocess.run([sys.executable, "-m", "ara_spool.flusher", "flush", "--run", run_id, "--timeout", "60"],
                           env=cli_env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     pb = ara.playbook_for(run_id)
@@ -106,7 +107,7 @@ async def test_explicit_events_via_cli(cli_env, ara, spool_dir):
     assert len(tasks) == 2  # one Ara task per name
     assert ara.result(results[1]["id"])["content"] == {"i": 1, "ok": True}
     # status --json shows it shipped, with the Ara link.
-    proc = subprocess.run([sys.executable, "-m", "flusher.cli", "status", "--json"], env=cli_env,
+    proc = subprocess.run([sys.executable, "-m", "ara_spool.flusher", "status", "--json"], env=cli_env,
                           capture_output=True, text=True, check=True)
     [row] = [r for r in json.loads(proc.stdout) if r["run"] == run_id]
     assert row["pending"] == 0 and row["shipped"] == 3 and row["playbook_id"] == pb["id"]
@@ -128,7 +129,7 @@ async def test_many_runs_concurrently_each_in_order(cfg, ara, spool_dir):
 
 async def test_oversized_content_is_truncated_with_a_marker(cfg, ara, spool_dir):
     run_id = "run-big-1"
-    from spool import writer
+    from ara_spool.spool import writer
 
     writer.append(run_id, "event", {"task": "big", "status": "ok", "host": "h", "details": {"blob": "x" * 3_000_000}},
                   spool_dir=spool_dir)

@@ -22,14 +22,14 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from ara_spool.flusher import oneshot
+from ara_spool.flusher.config import Config
+from ara_spool.spool import schema, writer
+from ara_spool.spool import state as state_mod
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
-from flusher import oneshot
-from flusher.config import Config
-from spool import schema, writer
-from spool import state as state_mod
 from tests.ara import AraAPI, free_port
 from tests.faultproxy import FaultProxy, Rule
 

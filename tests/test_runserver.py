@@ -7,9 +7,9 @@ from __future__ import annotations
 import time
 
 import pytest
+from ara_spool.flusher import oneshot
+from ara_spool.flusher.config import Config
 
-from flusher import oneshot
-from flusher.config import Config
 from tests.ara import AraAPI, AraServer
 from tests.runs import emit_events, spool_run
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
+from ara_spool.spool.paths import group_shared
 
-from spool.paths import group_shared
 from tests.faultproxy import FaultProxy, Rule
 from tests.runs import emit_events
 
@@ -97,7 +97,7 @@ async def test_secrets_never_leak(proxy, cli_env, spool_dir, tmp_path, mode):
         proxy.rules = [Rule("respond", "POST", "/api/v1/results", times=1, status=400, body='{"content":["bad"]}'),
                        Rule("delay", "POST", "/api/v1/results", every=3, times=3, seconds=0.3)]
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "flusher.cli", "-vv", "flush", "--timeout", "60", env=env,
+        sys.executable, "-m", "ara_spool.flusher", "-vv", "flush", "--timeout", "60", env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, preexec_fn=lambda: os.umask(0))
     argvs = []
     while proc.returncode is None:
@@ -129,7 +129,7 @@ async def test_secrets_never_leak(proxy, cli_env, spool_dir, tmp_path, mode):
 
 
 def test_new_spool_dir_is_private_under_umask_0(tmp_path):
-    from spool import writer
+    from ara_spool.spool import writer
 
     old = os.umask(0)
     try:

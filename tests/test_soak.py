@@ -19,11 +19,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from ara_spool.flusher.verify import verify
+from ara_spool.spool import schema, writer
+from ara_spool.spool.paths import RunPaths
+from ara_spool.spool.state import load, read_state_quiet
 
-from flusher.verify import verify
-from spool import schema, writer
-from spool.paths import RunPaths
-from spool.state import load, read_state_quiet
 from tests.runs import emit_events, iso, spool_run
 
 SOAK = os.environ.get("ARA_SPOOL_SOAK", "") == "1"
@@ -79,7 +79,7 @@ def kill_loop(spool_dir: Path, env: dict[str, str], ara, *, kills_wanted: int, h
                 writer.append(run_id, "play_end", {"uuid": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{run_id}/play")),
                                                    "status": "completed"}, spool_dir=spool_dir)
                 writer.append(run_id, "run_end", {"status": "completed"}, spool_dir=spool_dir)
-        proc = subprocess.Popen([sys.executable, "-m", "flusher.cli", "flush", "-q", "--timeout", "60"],
+        proc = subprocess.Popen([sys.executable, "-m", "ara_spool.flusher", "flush", "-q", "--timeout", "60"],
                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         spawned += 1
         # Random moments: during start-up, mid-request, between checkpoints.
@@ -90,7 +90,7 @@ def kill_loop(spool_dir: Path, env: dict[str, str], ara, *, kills_wanted: int, h
             st = read_state_quiet(RunPaths.of(spool_dir, run_id))
             mid_flush += st is not None and not st.clean  # killed while it held the run
         proc.wait()
-    final = subprocess.run([sys.executable, "-m", "flusher.cli", "flush", "--timeout", "300"], env=env,
+    final = subprocess.run([sys.executable, "-m", "ara_spool.flusher", "flush", "--timeout", "300"], env=env,
                            capture_output=True, text=True)
     assert final.returncode == 0, final.stderr
 
@@ -112,7 +112,7 @@ def kill_loop(spool_dir: Path, env: dict[str, str], ara, *, kills_wanted: int, h
     assert st.clean and st.ended and st.quarantined == 0
     assert st.offset == os.path.getsize(spool_dir / f"{run_id}.jsonl")
     # verify agrees: spool well-formed, state at the end, Ara holds what the state says was shipped.
-    from flusher.config import Config
+    from ara_spool.flusher.config import Config
     report, ok = verify(Config(server=env["ARA_API_SERVER"], spool_dir=spool_dir), [run_id, side_run])
     assert ok, [r["summary"] for r in report]
     figures = {"kills": kills, "kills_mid_flush": mid_flush, "flushers": spawned, "results": len(want),
@@ -149,7 +149,7 @@ def test_concurrent_oneshot_flushers_make_no_duplicates(cli_env, ara, spool_dir)
     env = dict(cli_env, ARA_SPOOL_CONCURRENCY="2")
     cmds = [["flush", "--timeout", "120"], ["flush", "--timeout", "120"],
             ["flush", "--timeout", "120", "--run", "conc-1", "--run", "conc-ev"]]
-    procs = [subprocess.Popen([sys.executable, "-m", "flusher.cli", *c], env=env, stdout=subprocess.PIPE,
+    procs = [subprocess.Popen([sys.executable, "-m", "ara_spool.flusher", *c], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for c in cmds]
     for p in procs:
         _, err = p.communicate(timeout=180)

@@ -8,12 +8,11 @@ import os
 import stat
 
 import pytest
-
-from spool import schema, writer
-from spool.lock import try_lock
-from spool.paths import RunPaths, UnsafeRunId, UnsafeSpoolPath, check_run_id, list_runs
-from spool.reader import LineSplitter, read_lines, tail_info
-from spool.state import RunState, load, save
+from ara_spool.spool import schema, writer
+from ara_spool.spool.lock import try_lock
+from ara_spool.spool.paths import RunPaths, UnsafeRunId, UnsafeSpoolPath, check_run_id, list_runs
+from ara_spool.spool.reader import LineSplitter, read_lines, tail_info
+from ara_spool.spool.state import RunState, load, save
 
 
 def _appender(args):
@@ -155,7 +154,7 @@ def test_schema_validate_accepts_writer_output(spool_dir):
 
 _BIG_WRITER = """
 import sys
-from spool import writer
+from ara_spool.spool import writer
 while True:
     writer.append(sys.argv[2], "event", {"task": "big", "status": "ok", "host": "h",
                                          "details": {"blob": "z" * 4_000_000}}, spool_dir=sys.argv[1])

@@ -10,17 +10,18 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from flusher import oneshot
-from flusher.config import Config
-from flusher.verify import raw_of, verify
-from spool import writer
-from spool.paths import RunPaths
-from spool.state import load, save
+from ara_spool.flusher import oneshot
+from ara_spool.flusher.config import Config
+from ara_spool.flusher.verify import raw_of, verify
+from ara_spool.spool import writer
+from ara_spool.spool.paths import RunPaths
+from ara_spool.spool.state import load, save
+
 from tests.runs import emit_events, spool_run
 
 
 def cli(env: dict[str, str], *args: str) -> tuple[int, Any]:
-    p = subprocess.run([sys.executable, "-m", "flusher.cli", "verify", "--json", *args], env=env,
+    p = subprocess.run([sys.executable, "-m", "ara_spool.flusher", "verify", "--json", *args], env=env,
                        capture_output=True, text=True)
     assert "Traceback" not in p.stderr, p.stderr
     return p.returncode, json.loads(p.stdout)
@@ -50,7 +51,7 @@ async def test_clean_shipped_run_verifies_ok_with_ara(cfg, ara, cli_env, spool_d
                                           "expected": 7}
     assert all(r["ok"] and not r["problems"] for r in report)
     # Human output: one line per run.
-    p = subprocess.run([sys.executable, "-m", "flusher.cli", "verify", "--run", "ver-ok"], env=cli_env,
+    p = subprocess.run([sys.executable, "-m", "ara_spool.flusher", "verify", "--run", "ver-ok"], env=cli_env,
                        capture_output=True, text=True)
     assert p.returncode == 0 and p.stdout.count("\n") == 1 and "ver-ok: 22 event(s)" in p.stdout and "ok" in p.stdout
 

@@ -14,19 +14,18 @@ options:
 import asyncio  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 from ansible.plugins.action import ActionBase  # noqa: E402
 from ansible.utils.display import Display  # noqa: E402
 
 try:
-    from handlers import runtime
-except ImportError:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
-    from handlers import runtime
-from flusher import oneshot  # noqa: E402
-from flusher.config import Config, ConfigError  # noqa: E402
-from spool import writer  # noqa: E402
+    from ara_spool.handlers import runtime
+except ImportError as exc:  # the plugins are thin: the package must be in Ansible's own Python
+    raise ImportError(f"ara-spool is not installed in the Python that runs Ansible ({sys.executable}): "
+                      f"pip install it there ({exc})") from exc
+from ara_spool.flusher import oneshot  # noqa: E402
+from ara_spool.flusher.config import Config, ConfigError  # noqa: E402
+from ara_spool.spool import writer  # noqa: E402
 
 display = Display()
 

@@ -69,12 +69,12 @@ from ansible.utils.display import Display  # noqa: E402
 from ansible.vars.clean import module_response_deepcopy, strip_internal_keys  # noqa: E402
 
 try:
-    from handlers import runtime
-except ImportError:  # plugins used from a checkout or a collection: the packages sit 3 levels up
-    sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
-    from handlers import runtime
-from spool import writer  # noqa: E402
-from spool.paths import RunPaths, UnsafeRunId, check_run_id  # noqa: E402
+    from ara_spool.handlers import runtime
+except ImportError as exc:  # the plugins are thin: the package must be in Ansible's own Python
+    raise ImportError(f"ara-spool is not installed in the Python that runs Ansible ({sys.executable}): "
+                      f"pip install it there ({exc})") from exc
+from ara_spool.spool import writer  # noqa: E402
+from ara_spool.spool.paths import RunPaths, UnsafeRunId, check_run_id  # noqa: E402
 
 display = Display()
 MAX_FILE_BYTES = 1024 * 1024  # larger source files are recorded as a note, not their content
