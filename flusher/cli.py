@@ -13,7 +13,7 @@ from typing import Any
 
 from ara_spool.flusher.config import Config, ConfigError
 from ara_spool.spool import schema, writer
-from ara_spool.spool.paths import UnsafeRunId, UnsafeSpoolPath, check_run_id
+from ara_spool.spool.paths import RunPaths, UnsafeRunId, UnsafeSpoolPath, check_run_id
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -22,6 +22,7 @@ EXIT_UNREACHABLE = 3
 EXIT_AUTH = 4
 EXIT_QUARANTINED = 5
 EXIT_BUSY = 6
+EXIT_SERVER = 7  # the URL is not a working Ara (wrong server, a login page, the run's rows gone)
 
 log = logging.getLogger("ara_spool")
 
@@ -75,8 +76,8 @@ def cmd_emit(args: argparse.Namespace) -> int:
 # -- flush ------------------------------------------------------------------------------------
 def _exit_code(outcomes: list[Any]) -> int:
     statuses = {o.status for o in outcomes}
-    for status, code in (("auth", EXIT_AUTH), ("error", EXIT_ERROR), ("unreachable", EXIT_UNREACHABLE),
-                         ("stopped", EXIT_UNREACHABLE), ("busy", EXIT_BUSY)):
+    for status, code in (("auth", EXIT_AUTH), ("server", EXIT_SERVER), ("error", EXIT_ERROR),
+                         ("unreachable", EXIT_UNREACHABLE), ("busy", EXIT_BUSY)):
         if status in statuses:
             return code
     if any(o.quarantined for o in outcomes):
@@ -84,59 +85,115 @@ def _exit_code(outcomes: list[Any]) -> int:
     return EXIT_OK
 
 
+def _known_runs(cfg: Config, runs: list[str] | None) -> None:
+    """--run names a run this spool dir has: an unknown id is a mistake, not "nothing to do"."""
+    for run_id in runs or []:
+        check_run_id(run_id)
+        if not RunPaths.of(cfg.spool_dir, run_id).spool.exists():
+            raise UnknownRun(f"no run {run_id!r} in {cfg.spool_dir} (see `ara-spool status`; "
+                             "--spool-dir or ARA_SPOOL_DIR choose another spool)")
+
+
+class UnknownRun(Exception):
+    pass
+
+
+def _retry_hint(cfg: Config, run_ids: list[str]) -> str:
+    runs = " ".join(f"--run {r}" for r in run_ids)
+    return f"ara-spool flush {runs} --server {cfg.display_server} --spool-dir {cfg.spool_dir}"
+
+
 def cmd_flush(args: argparse.Namespace) -> int:
     from ara_spool.flusher import oneshot
-    from ara_spool.flusher.progress import Progress
+    from ara_spool.flusher.progress_bar import Progress
 
     cfg = _config(args)
-    for run_id in args.run or []:
-        check_run_id(run_id)
     if args.follow:
-        from ara_spool.flusher.daemon import run_daemon
-        from ara_spool.spool.retention import Retention, RetentionConfigError
+        return _daemon(cfg, args)
+    _known_runs(cfg, args.run)
+    timeout = args.timeout if args.timeout is None or args.timeout > 0 else None
+    if args.until_end:
+        from ara_spool.flusher.follow import DETACHED_TIMEOUT, follow
 
+        if not args.run or len(args.run) != 1:
+            return _fail("--until-end follows one run: give exactly one --run", EXIT_USAGE)
+        outcome = asyncio.run(follow(cfg, args.run[0], parent_pid=args.parent,
+                                     timeout=DETACHED_TIMEOUT if args.timeout is None else timeout))
+        outcomes = [outcome]
+    else:
+        progress = Progress(cfg, args.run, enabled=not args.quiet)
         try:
-            retention = Retention.from_env()
-            if args.retention_days is not None:
-                retention.days = args.retention_days
-            if args.retention_action:
-                retention.action = args.retention_action
-            retention.check()
-        except RetentionConfigError as exc:
-            return _fail(f"configuration: {exc}", EXIT_USAGE)
-        try:
-            max_backoff = args.max_backoff or float(os.environ.get("ARA_SPOOL_MAX_BACKOFF") or 0)
-        except ValueError:
-            return _fail("configuration: ARA_SPOOL_MAX_BACKOFF is not a number", EXIT_USAGE)
-        if max_backoff > 0:
-            cfg.max_backoff = max_backoff
-        return run_daemon(cfg, poll=args.poll, retention=retention, retention_interval=args.retention_interval)
-    progress = Progress(cfg, args.run, enabled=not args.quiet)
-    try:
-        outcomes = asyncio.run(oneshot.flush(
-            cfg, args.run, timeout=args.timeout, until_end=args.until_end,
-            wait_if_busy=not args.no_wait, on_progress=progress.update, parent_pid=args.parent,
-        ))
-    except KeyboardInterrupt:
-        return _fail("interrupted; what was not shipped stays in the spool", EXIT_UNREACHABLE)
-    finally:
-        progress.close()
+            outcomes = asyncio.run(oneshot.flush(
+                cfg, args.run, timeout=oneshot.DEFAULT_TIMEOUT if args.timeout is None else timeout,
+                wait_if_busy=not args.no_wait, on_progress=progress.update,
+            ))
+        finally:
+            progress.close()
     code = _exit_code(outcomes)
+    failed = []
     for o in outcomes:
-        if o.status in ("auth", "error", "unreachable", "busy", "stopped"):
+        if o.status in ("auth", "server", "error", "unreachable", "busy"):
             detail = o.message or o.status
             if o.status == "unreachable":
                 detail = f"Ara unreachable, spool kept: {detail}"
-            elif o.status == "stopped":
-                detail = "stopped before the end; the rest stays in the spool"
+            elif o.status == "server":
+                detail = f"not a working Ara, spool kept: {detail}"
             print(f"ara-spool: run {o.run_id}: {detail}", file=sys.stderr)
+            failed.append(o.run_id)
+        elif o.status == "stopped":
+            print(f"ara-spool: run {o.run_id}: stopped; checkpoint saved, the rest stays in the spool",
+                  file=sys.stderr)
         elif o.quarantined:
             print(f"ara-spool: run {o.run_id}: {o.quarantined} line(s) quarantined, see "
                   f"{cfg.spool_dir}/{o.run_id}.rejected.jsonl", file=sys.stderr)
+    if failed and code in (EXIT_UNREACHABLE, EXIT_SERVER, EXIT_AUTH):
+        print(f"ara-spool: once fixed, ship them with: {_retry_hint(cfg, failed)}", file=sys.stderr)
     if not args.quiet and code == EXIT_OK and outcomes:
         shipped = sum(o.shipped for o in outcomes)
         print(f"ara-spool: {shipped} event(s) shipped for {len(outcomes)} run(s) to {cfg.display_server}",
               file=sys.stderr)
+    return code
+
+
+def _daemon(cfg: Config, args: argparse.Namespace) -> int:
+    from ara_spool.flusher.daemon import run_daemon
+    from ara_spool.spool.retention import Retention, RetentionConfigError
+
+    try:
+        retention = Retention.from_env()
+        if args.retention_days is not None:
+            retention.days = args.retention_days
+        if args.retention_action:
+            retention.action = args.retention_action
+        retention.check()
+    except RetentionConfigError as exc:
+        return _fail(f"configuration: {exc}", EXIT_USAGE)
+    try:
+        max_backoff = args.max_backoff or float(os.environ.get("ARA_SPOOL_MAX_BACKOFF") or 0)
+    except ValueError:
+        return _fail("configuration: ARA_SPOOL_MAX_BACKOFF is not a number", EXIT_USAGE)
+    if max_backoff > 0:
+        cfg.max_backoff = max_backoff
+    return run_daemon(cfg, poll=args.poll, retention=retention, retention_interval=args.retention_interval)
+
+
+# -- requeue ----------------------------------------------------------------------------------
+def cmd_requeue(args: argparse.Namespace) -> int:
+    from ara_spool.spool.paths import list_runs
+    from ara_spool.spool.quarantine import requeue
+
+    cfg = _config(args)
+    _known_runs(cfg, args.run)
+    code = EXIT_OK
+    for run_id in args.run or list_runs(cfg.spool_dir):
+        result = requeue(RunPaths.of(cfg.spool_dir, run_id))
+        if result.busy:
+            print(f"ara-spool: run {run_id}: a flusher is shipping it; try again when it is done", file=sys.stderr)
+            code = EXIT_BUSY
+            continue
+        if result.requeued or result.kept:
+            kept = f"; {result.kept} line(s) kept in quarantine (not a valid event)" if result.kept else ""
+            print(f"ara-spool: run {run_id}: {result.requeued} line(s) back in line to ship{kept}", file=sys.stderr)
     return code
 
 
@@ -145,6 +202,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from ara_spool.flusher.status import collect, render_table
 
     cfg = _config(args)
+    _known_runs(cfg, args.run)
     rows = collect(cfg, args.run)
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -201,8 +259,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     f = sub.add_parser("flush", help="ship pending events to Ara")
     f.add_argument("--run", action="append", help="only this run (repeatable); default all pending")
-    f.add_argument("--timeout", type=float, help="give up after this many seconds (spool kept)")
-    f.add_argument("--until-end", action="store_true", help="follow the named runs until their run_end is shipped")
+    f.add_argument("--timeout", type=float,
+                   help="give up a run after this many seconds without progress (Ara down, hanging); what is "
+                   "left stays in the spool (default 60; with --until-end 300 after the playbook ended; 0: never)")
+    f.add_argument("--until-end", action="store_true",
+                   help="follow one live run (--run) until its run_end is shipped (the in-play flusher)")
     f.add_argument("--follow", action="store_true", help="daemon: ship every run as it grows, until SIGTERM")
     f.add_argument("--no-wait", action="store_true", help="return at once if another flusher holds a run")
     f.add_argument("--concurrency", type=int, help="runs shipped at once (default 4)")
@@ -227,6 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="machine-readable output")
     common(s)
     s.set_defaults(func=cmd_status)
+
+    q = sub.add_parser("requeue", help="put quarantined lines back in line to ship, once (after fixing the cause)")
+    q.add_argument("--run", action="append", help="only this run (repeatable); default every run")
+    common(q, api=False)
+    q.set_defaults(func=cmd_requeue)
 
     v = sub.add_parser("env", help="print the exports that enable the callback, action plugin and role")
     v.set_defaults(func=cmd_env)
@@ -260,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except ConfigError as exc:
         return _fail(f"configuration: {exc}", EXIT_USAGE)
-    except (UnsafeRunId, UnsafeSpoolPath) as exc:
+    except (UnsafeRunId, UnsafeSpoolPath, UnknownRun) as exc:
         return _fail(str(exc), EXIT_USAGE)
     except schema.SchemaError as exc:
         return _fail(str(exc), EXIT_USAGE)

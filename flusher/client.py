@@ -2,7 +2,11 @@
 
 TransientError: retry (connection errors, timeouts, 429, 5xx). Its `ambiguous` flag says the
 request may have reached Ara, so a create must be looked up before it is sent again.
-PermanentError: this request can never succeed (400, 404, 405, 413, ...): quarantine the event.
+PermanentError: a working Ara refused this event's own content (400 with field errors, 413):
+quarantine the event and go on.
+ServerError: the server is not, or no longer, a working Ara for this run (not an Ara API at that
+URL, 404/405, a redirect such as a login page, a body that is not JSON): stop the run, keep every
+event in the spool. Nothing about the event is wrong; the destination is.
 AuthError: 401/403, or TLS verification failed: stop shipping the run, keep its spool.
 """
 
@@ -18,8 +22,6 @@ from typing import Any
 
 import aiohttp
 from ara_spool.flusher.config import Config
-from ara_spool.flusher.mapping import Lookup
-from ara_spool.spool.schema import parse_time
 
 
 class AraError(Exception):
@@ -42,7 +44,28 @@ class AuthError(AraError):
     """Ara (or TLS) refused us: nothing will get through until the configuration changes."""
 
 
+class ServerError(AraError):
+    """Not a working Ara at this URL (or not for this run any more). `ambiguous`: a create may
+    have been stored all the same (a 2xx whose body we could not read)."""
+
+    def __init__(self, message: str, *, ambiguous: bool = False) -> None:
+        super().__init__(message)
+        self.ambiguous = ambiguous
+
+
+# What Ara's API root (GET /api/v1/) lists: a server without these is not an Ara API.
+ARA_ENDPOINTS = ("playbooks", "plays", "tasks", "hosts", "results", "files")
+
+
 _TAGS = re.compile(r"<[^>]+>")
+
+
+def _json_object(text: str) -> bool:
+    """Whether a body is a JSON object (Ara's field errors), not an HTML page or a proxy's text."""
+    try:
+        return isinstance(json.loads(text), dict)
+    except ValueError:
+        return False
 
 
 def _summary(text: str, limit: int = 300) -> str:
@@ -67,6 +90,8 @@ class AraClient:
         self._closing_session: aiohttp.ClientSession | None = None
         self._session_args: dict[str, Any] = {}
         self._ssl: ssl.SSLContext | bool = True
+        self._checked_server = False  # the API root answered as Ara's, once per process
+        self.checked_playbooks: set[tuple[str, int]] = set()  # (run, playbook id) found labelled so
 
     async def __aenter__(self) -> AraClient:
         cfg = self.config
@@ -117,11 +142,13 @@ class AraClient:
         self.requests += 1
         where = f"{method} {self.config.display_server}{path}"
         try:
-            async with session.request(method, path.lstrip("/"), json=body, params=params) as resp:
+            async with session.request(method, path.lstrip("/"), json=body, params=params,
+                                       allow_redirects=False) as resp:
                 text = await resp.text(errors="replace")
                 if resp.headers.get("Server", "").startswith("WSGIServer/"):
                     self._close_each = True
                 status = resp.status
+                location = resp.headers.get("Location", "")
         except aiohttp.ClientConnectorCertificateError as exc:
             raise AuthError(
                 f"{where}: TLS certificate not trusted ({exc.certificate_error}); set ARA_API_CA_BUNDLE "
@@ -137,7 +164,10 @@ class AraClient:
             try:
                 data = json.loads(text) if text else {}
             except ValueError:
-                raise TransientError(f"{where}: HTTP {status} with a body that is not JSON", ambiguous=True) from None
+                data = None
+            if not isinstance(data, dict):
+                raise ServerError(f"{where}: HTTP {status} with a body that is not Ara's JSON: is "
+                                  f"{self.config.display_server} Ara's API server?", ambiguous=method != "GET")
             return data
         summary = _summary(text)
         if status in (401, 403):
@@ -145,7 +175,34 @@ class AraClient:
         if status == 429 or status >= 500 or status == 408:
             # A 5xx may come after Ara committed: look before sending a create again.
             raise TransientError(f"{where}: HTTP {status} {summary}", ambiguous=True)
-        raise PermanentError(f"{where}: HTTP {status} {summary}", status)
+        if 300 <= status < 400:
+            raise ServerError(f"{where}: HTTP {status} redirect to {location or '?'} (a login page, or the "
+                              "wrong URL?); set ARA_API_SERVER to Ara's API server itself")
+        if status == 413 or (status in (400, 422) and _json_object(text)):
+            # A working Ara refused what this event holds (field errors, too large): the event's fault.
+            raise PermanentError(f"{where}: HTTP {status} {summary}", status)
+        # 404/405, or an answer that is not Ara's JSON: the URL is not (or no longer) this run's Ara.
+        raise ServerError(f"{where}: HTTP {status} {summary}"[:400])
+
+    async def check_server(self) -> None:
+        """Once per process: the URL must answer as Ara's API (its root lists Ara's endpoints).
+        Raises ServerError (wrong URL), AuthError or TransientError (down, hanging)."""
+        if self._checked_server:
+            return
+        data = await self.request("GET", "/api/v1/")
+        missing = [name for name in ARA_ENDPOINTS if name not in data]
+        if missing:
+            raise ServerError(f"{self.config.display_server}/api/v1/ does not list Ara's endpoints "
+                              f"({', '.join(missing)} missing): is this Ara's API server?")
+        self._checked_server = True
+
+    async def playbook_labels(self, playbook_id: int) -> list[str] | None:
+        """The labels of playbook N, or None when Ara has no such playbook."""
+        try:
+            data = await self.request("GET", f"/api/v1/playbooks/{playbook_id}")
+        except ServerError:
+            return None  # 404: not there (a reset or another database)
+        return [str(label.get("name") if isinstance(label, dict) else label) for label in data.get("labels") or []]
 
     def _auth_message(self, where: str, status: int, summary: str) -> str:
         mode = self.config.auth_mode
@@ -156,24 +213,3 @@ class AraClient:
                       "needs a proxy in front of Ara that accepts it)",
         }[mode]
         return f"{where}: HTTP {status} auth refused (auth mode: {mode}): {summary}; {hint}"
-
-    async def find(self, lookup: Lookup) -> dict[str, Any] | None:
-        """The object a Lookup describes, or None."""
-        data = await self.request("GET", lookup.path, params={k: str(v) for k, v in lookup.params.items()})
-        best: dict[str, Any] | None = None
-        for obj in data.get("results", []):
-            if obj.get("id", 0) <= lookup.min_id:
-                continue
-            if all(_same(obj.get(k), v, k) for k, v in lookup.equal.items()):
-                if best is None or obj["id"] < best["id"]:
-                    best = obj
-        return best
-
-
-def _same(a: Any, b: Any, key: str) -> bool:
-    if key in ("started", "ended") and isinstance(a, str) and isinstance(b, str):
-        try:
-            return parse_time(a) == parse_time(b)
-        except ValueError:
-            return False
-    return a == b

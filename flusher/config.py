@@ -123,3 +123,21 @@ class Config:
     @property
     def display_server(self) -> str:
         return redact_url(self.server)
+
+    @property
+    def destination(self) -> str:
+        """Which Ara a checkpoint belongs to: the API URL, normalised (scheme and host lower-case,
+        default port dropped, no credentials), so that one server has one name."""
+        return destination(self.server)
+
+
+def destination(server: str) -> str:
+    parts = urlsplit(server.strip())
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"
+    port = parts.port
+    if port and port != {"http": 80, "https": 443}.get(scheme):
+        host += f":{port}"
+    return urlunsplit((scheme, host, parts.path.rstrip("/") + "/api/v1", "", ""))

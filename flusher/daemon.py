@@ -330,7 +330,7 @@ class Daemon:
         self.stats.shipped += outcome.shipped
         self.stats.quarantined += outcome.quarantined
         self._summary_shipped += outcome.shipped
-        if outcome.status in ("auth", "error"):
+        if outcome.status in ("auth", "error", "server"):
             log.error("run %s: %s; trying it again in %.0fs", run_id, outcome.message, PAUSE_AFTER_ERROR)
             self.paused[run_id] = time.monotonic() + PAUSE_AFTER_ERROR
             return

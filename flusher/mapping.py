@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from ara_spool.flusher.ids import AraIds
 from ara_spool.spool.schema import parse_time
-from ara_spool.spool.state import AraIds
 from ara_spool.spool.writer import TRUNCATED_HEAD_CHARS
 
 API = "/api/v1"

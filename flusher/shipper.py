@@ -1,31 +1,36 @@
-"""Ship one run's spool to Ara: strictly in spool order, exactly once, resumable after any crash.
+"""Ship one run's spool to one Ara: strictly in spool order, exactly once, resumable after any crash.
 
-Exactly once, without help from Ara (it has no idempotency key):
-- The checkpoint (spool/state.py) holds the spool offset and every Ara id created so far; it is
-  saved durably every `checkpoint_every` events or `checkpoint_seconds`, and on every exit.
-- While a flusher works, the state says `clean: false`. A flusher that finds it so (the last one
-  died) starts in *reconcile* mode: before each create after the checkpoint, it looks the row up in
-  Ara (plays and tasks by uuid; results by task, host, start instant and an id above the highest
-  result it knows). Shipping is sequential, so what the dead flusher did is a prefix of the tail:
-  the first create not found in Ara ends reconcile mode, and from there creates go straight out.
-- A create whose response was lost (timeout, reset, 5xx) is looked up the same way before it is
-  sent again. Hosts and files are get-or-create in Ara, PATCHes are idempotent: both are replayed.
+- The checkpoint (spool/state.py) is kept per destination (the normalised API URL): its offset and
+  every Ara id created there. It is saved durably every `checkpoint_every` events or
+  `checkpoint_seconds`, and on every exit; while a flusher works it says `clean: false`.
+- First contact, once per process and run: the URL must answer as Ara's API, and the playbook the
+  checkpoint names must still exist there with the run's `run_id:` label (a reset database reuses
+  ids). If it does not, the checkpoint is dropped and the whole run is shipped there again.
+- When a create may already be in Ara (a dead flusher, no checkpoint for this Ara, a lost
+  response) it is looked up before it is sent: flusher/reconcile.py holds that policy.
+- Errors: a transient one (down, timeout, 5xx) is retried with backoff until `timeout` seconds pass
+  without progress; a wrong server (not Ara, 404/405, a redirect) or refused auth stops the run
+  and keeps every event; only what a working Ara refused for the event's own content is
+  quarantined. A stop (SIGTERM) cancels the request in flight and saves the checkpoint at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import backoff
-from ara_spool.flusher.client import AraClient, AraError, AuthError, PermanentError, TransientError
+from ara_spool.flusher.client import AraClient, AraError, AuthError, PermanentError, ServerError, TransientError
 from ara_spool.flusher.config import Config
-from ara_spool.flusher.mapping import Call, Hints, plan
+from ara_spool.flusher.ids import AraIds
+from ara_spool.flusher.mapping import Call, Hints, plan, run_label
+from ara_spool.flusher.reconcile import Reconciler, find
 from ara_spool.spool import quarantine, writer
 from ara_spool.spool import state as state_mod
 from ara_spool.spool.lock import try_lock
@@ -36,6 +41,9 @@ from ara_spool.spool.schema import now_iso
 log = logging.getLogger("ara_spool.shipper")
 
 BATCH_LINES = 500
+T = TypeVar("T")
+# While a checkpoint waits on this run (it touches the lock file), progress is saved this often.
+WATCHED_SAVE_SECONDS = 0.2
 
 
 @dataclass
@@ -43,11 +51,14 @@ class Outcome:
     """How shipping one run ended."""
 
     run_id: str
-    status: str  # done | unreachable | auth | busy | stopped | error
+    # done | unreachable (down, timed out) | server (not a working Ara there) | auth | busy
+    # | stopped (SIGTERM/SIGINT) | error (local: files, disk) | retry (the holder let go: try again)
+    status: str
     shipped: int = 0  # events shipped by this call
     quarantined: int = 0  # lines quarantined by this call
     message: str | None = None
     playbook: int | None = None
+    destination: str | None = None
 
 
 class _Stop(Exception):
@@ -58,7 +69,9 @@ class _Stop(Exception):
 
 
 class RunShipper:
-    """Ships one run. `until_end`: keep following the spool until its run_end is shipped."""
+    """Ships one run. `until_end`: keep following the spool until its run_end is shipped.
+    `timeout`: give up after this many seconds without progress (None: never); a follower whose
+    ansible-playbook still runs never gives up, one left behind by it (detached) does."""
 
     def __init__(
         self,
@@ -66,7 +79,7 @@ class RunShipper:
         client: AraClient,
         config: Config,
         *,
-        deadline: float | None = None,
+        timeout: float | None = None,
         until_end: bool = False,
         stop: asyncio.Event | None = None,
         poll: float = 0.05,
@@ -76,51 +89,59 @@ class RunShipper:
         self.paths = paths
         self.client = client
         self.config = config
-        self.deadline = deadline  # time.monotonic() by which a one-shot gives up
+        self.timeout = timeout or None
         self.until_end = until_end
         self.stop = stop or asyncio.Event()
         self.poll = poll
         self.parent_pid = parent_pid  # following a run for this process: stop when it is gone
         self.on_progress = on_progress
         self.state: state_mod.RunState | None = None
-        self.reconciling = False
-        self.uncertain = False  # a create may have reached Ara without us knowing its id
+        self.ids = AraIds()
+        self.reconciler = Reconciler(paths.run_id)
         self._shipped = 0
         self._quarantined = 0
         self._since_ckpt = 0
         self._last_ckpt = time.monotonic()
+        self._last_progress = time.monotonic()
+        self._orphaned_at: float | None = None
         self._requests = 0  # HTTP requests this shipper made (the client is shared by many runs)
         self._requests_saved = 0
         self._held: dict[int, float] = {}  # offset of a held task_start -> when first held
         self._ended_for_parent = False
+        self._stop_waiter: asyncio.Future[Any] | None = None
 
     # -- the loop ---------------------------------------------------------------------------
     async def run(self) -> Outcome:
         # OSError here and below: a run file refused (symlink, foreign owner, writable by others)
         # or the disk is full. That run stops with a clear error; the other runs go on.
+        dest = self.config.destination
         try:
             lock = try_lock(self.paths)
         except OSError as exc:
-            return Outcome(self.paths.run_id, "error", message=str(exc))
+            return Outcome(self.paths.run_id, "error", message=str(exc), destination=dest)
         if lock is None:
-            return Outcome(self.paths.run_id, "busy", message="another flusher is shipping this run")
+            return Outcome(self.paths.run_id, "busy", message="another flusher is shipping this run",
+                           destination=dest)
         with lock:
             try:
-                self.state = state_mod.load(self.paths)
-            except (ValueError, OSError) as exc:
-                return Outcome(self.paths.run_id, "error", message=str(exc))
+                self.state = self._load(dest)
+            except OSError as exc:
+                return Outcome(self.paths.run_id, "error", message=str(exc), destination=dest)
             st = self.state
-            self.reconciling = not st.clean
-            if self.reconciling:
+            self.ids = AraIds.bind(st)
+            self.reconciler = Reconciler(st.run_id, after_crash=not st.clean, fresh=st.fresh)
+            if not st.clean:
                 log.info("run %s: last flusher did not stop cleanly; reconciling from offset %d",
                          st.run_id, st.offset)
             st.clean = False
             try:
                 state_mod.save(self.paths, st)
             except OSError as exc:
-                return Outcome(self.paths.run_id, "error", message=f"cannot save the run's state: {exc}")
+                return Outcome(self.paths.run_id, "error", message=f"cannot save the run's state: {exc}",
+                               destination=dest)
             outcome: Outcome
             try:
+                await self._first_contact()
                 await self._loop()
                 outcome = Outcome(st.run_id, "done")
                 st.last_error = st.first_error_at = None
@@ -132,7 +153,9 @@ class RunShipper:
                 outcome = Outcome(st.run_id, "error", message=str(exc))
                 self._record_error(str(exc))
             finally:
-                st.clean = not self.uncertain
+                if self._stop_waiter is not None:
+                    self._stop_waiter.cancel()
+                st.clean = not self.reconciler.uncertain
                 st.requests += self._requests - self._requests_saved
                 self._requests_saved = self._requests
                 st.updated = now_iso()
@@ -147,8 +170,41 @@ class RunShipper:
             if save_error is not None and outcome.status == "done":
                 outcome = Outcome(st.run_id, "error", message=f"cannot save the run's state: {save_error}")
             outcome.shipped, outcome.quarantined = self._shipped, self._quarantined
-            outcome.playbook = st.ids.playbook
+            outcome.playbook = self.ids.playbook
+            outcome.destination = dest
             return outcome
+
+    def _load(self, dest: str) -> state_mod.RunState:
+        try:
+            return state_mod.load(self.paths, dest)
+        except state_mod.CorruptState as exc:
+            moved = state_mod.set_aside(self.paths)
+            log.warning("run %s: %s; moved it to %s and reconciling the whole run against Ara",
+                        self.paths.run_id, exc, moved.name)
+            return state_mod.RunState(self.paths.run_id, dest=dest)
+
+    async def _first_contact(self) -> None:
+        """The URL is Ara's API, and the playbook this checkpoint names is this run's there."""
+        await self._retrying(self.client.check_server)
+        pb = self.ids.playbook
+        if pb is None:
+            return
+        key = (self.paths.run_id, pb)
+        if key in self.client.checked_playbooks:
+            return
+        labels = await self._retrying(lambda: self.client.playbook_labels(pb))
+        if labels is None or run_label(self.paths.run_id).lower() not in {x.lower() for x in labels}:
+            st = self.state
+            assert st is not None
+            why = "is gone" if labels is None else "does not carry this run's label"
+            log.warning("run %s: the checkpoint's playbook %d %s at %s (a reset database, or another Ara): "
+                        "shipping the whole run there again", st.run_id, pb, why, self.config.display_server)
+            st.offset = st.shipped = 0
+            st.ended, st.final_status, st.sink = False, None, {}
+            self.ids = AraIds.bind(st)
+            self.reconciler = Reconciler(st.run_id, fresh=True)
+            return
+        self.client.checked_playbooks.add(key)
 
     async def _loop(self) -> None:
         st = self.state
@@ -169,13 +225,9 @@ class RunShipper:
                                 "recorded the run as expired", st.run_id, self.parent_pid)
                     continue
                 if self.until_end and not st.ended and not self._orphaned():
-                    if self._past_deadline():
-                        raise _Stop("unreachable", "timed out waiting for the run to end")
                     self._checkpoint(force=self._since_ckpt > 0)
-                    try:
+                    with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self.stop.wait(), self.poll)
-                    except TimeoutError:
-                        pass
                     continue
                 return
             hints = Hints({
@@ -193,8 +245,8 @@ class RunShipper:
     def _hold_point(self, lines: list[Line]) -> int:
         """Following a live run: stop before a task whose end is not spooled yet, for at most
         `task_hold_seconds`, so that the task is created finished (one request) instead of created
-        and then PATCHed (two). A one-shot waiting for this run (an ara_flush checkpoint) touches
-        the lock file: then nothing is held."""
+        and then PATCHed (two). A checkpoint waiting for this run touches the lock file: then
+        nothing is held."""
         hold = self.config.task_hold_seconds
         if hold <= 0:
             return len(lines)
@@ -205,35 +257,56 @@ class RunShipper:
                 continue
             now = time.time()
             since = self._held.setdefault(line.offset, now)
-            try:
-                nudged = os.stat(self.paths.lock).st_mtime >= since
-            except OSError:
-                nudged = True
+            nudged = self._watched_since() >= since
             if now - since < hold and not nudged and not self._orphaned() and not self.stop.is_set():
                 return i
             break
         return len(lines)
 
+    def _watched_since(self) -> float:
+        """When a checkpoint last touched the run's lock file to say it waits (epoch seconds)."""
+        try:
+            return os.stat(self.paths.lock).st_mtime
+        except OSError:
+            return time.time()
+
     def _orphaned(self) -> bool:
-        # The run's ansible-playbook died without a run_end (SIGKILL): ship what is there, then
-        # stop following; the run's end never comes.
-        return self.parent_pid is not None and os.getppid() != self.parent_pid
+        # The run's ansible-playbook is gone (it ended, or died without a run_end): ship what is
+        # there, then stop following.
+        gone = self.parent_pid is not None and os.getppid() != self.parent_pid
+        if gone and self._orphaned_at is None:
+            self._orphaned_at = time.monotonic()
+        return gone
 
     def _past_deadline(self) -> bool:
-        return self.deadline is not None and time.monotonic() >= self.deadline
+        remaining = self._remaining()
+        return remaining is not None and remaining <= 0.001
+
+    def _remaining(self) -> float | None:
+        """Seconds left before giving up for lack of progress; None: no limit (yet)."""
+        if self.timeout is None:
+            return None
+        if self.until_end and not self._orphaned():
+            return None  # the play is still running: its flusher waits for Ara as long as it does
+        since = max(self._last_progress, self._orphaned_at or 0.0)
+        return max(0.001, self.timeout - (time.monotonic() - since))
 
     def _checkpoint(self, force: bool = False) -> None:
         st = self.state
         assert st is not None
         now = time.monotonic()
-        if force or self._since_ckpt >= self.config.checkpoint_every or (
-            self._since_ckpt and now - self._last_ckpt >= self.config.checkpoint_seconds
-        ):
+        due = force or self._since_ckpt >= self.config.checkpoint_every or (
+            self._since_ckpt and now - self._last_ckpt >= self.config.checkpoint_seconds)
+        watched = not due and self._since_ckpt and now - self._last_ckpt >= WATCHED_SAVE_SECONDS \
+            and time.time() - self._watched_since() < 1.0
+        if due or watched:
             st.requests += self._requests - self._requests_saved
             self._requests_saved = self._requests
             st.updated = now_iso()
-            state_mod.save(self.paths, st)
-            self._since_ckpt = 0
+            # A waiting checkpoint sees progress at once; durability stays on the regular cadence.
+            state_mod.save(self.paths, st, durable=bool(due))
+            if due:
+                self._since_ckpt = 0
             self._last_ckpt = now
 
     # -- one line ---------------------------------------------------------------------------
@@ -247,7 +320,7 @@ class RunShipper:
         if event["run"] != st.run_id:
             self._quarantine(line, f"event of run {event['run']!r} in the spool of run {st.run_id!r}")
             return
-        gen = plan(event, st.ids, hints)
+        gen = plan(event, self.ids, hints)
         try:
             call = next(gen)
             while True:
@@ -290,68 +363,81 @@ class RunShipper:
         st.last_error_at = now_iso()
         st.first_error_at = st.first_error_at or st.last_error_at
 
-    # -- one call, with retries -------------------------------------------------------------
-    def _remaining(self) -> float | None:
-        if self.deadline is None:
-            return None
-        return max(0.001, self.deadline - time.monotonic())
-
+    # -- requests: retries, stop, progress ------------------------------------------------------
     def _on_backoff(self, details: dict[str, Any]) -> None:
         exc = details.get("exception")
         self._record_error(str(exc))
         if self.state is not None:
-            # Let status, checkpoints and waiting one-shots see the trouble while we retry.
+            # Let status, followers and waiting checkpoints see the trouble while we retry.
             state_mod.save(self.paths, self.state, durable=False)
-        log.warning("run %s: %s; retry %d in %.1fs", self.paths.run_id, exc, details["tries"], details["wait"])
+        # One line per retry only when asked (-v): the command's own summary says how it ended.
+        log.info("run %s: %s; retry %d in %.1fs", self.paths.run_id, exc, details["tries"], details["wait"])
 
-    async def _execute(self, call: Call) -> dict[str, Any]:
-        ambiguous = False
+    def _give_up(self, _exc: Exception) -> bool:
+        return self.stop.is_set() or self._past_deadline()
 
-        @backoff.on_exception(
-            backoff.expo,
-            TransientError,
-            max_time=self._remaining,
-            max_value=self.config.max_backoff,
-            jitter=backoff.full_jitter,
-            giveup=lambda _exc: self.stop.is_set(),
-            on_backoff=self._on_backoff,
-            logger=None,
-        )
-        async def attempt() -> dict[str, Any]:
-            nonlocal ambiguous
-            if call.lookup is not None and (call.lookup_first or ambiguous or self.reconciling):
-                self._requests += 1
-                found = await self.client.find(call.lookup)
-                if found is not None:
-                    self.uncertain = False
-                    return found
-                if self.reconciling and not call.lookup_first:
-                    # Shipping is sequential: the dead flusher got no further than this.
-                    self.reconciling = False
-                    log.info("run %s: reconciled; resuming normal shipping", self.paths.run_id)
-            self.uncertain = call.creates
-            try:
-                self._requests += 1
-                response = await self.client.request(call.method, call.path, call.body)
-            except TransientError as exc:
-                ambiguous = ambiguous or exc.ambiguous
-                self.uncertain = call.creates and ambiguous
-                raise
-            except AraError:
-                self.uncertain = False
-                raise
-            self.uncertain = False
-            if self.state is not None and self.state.last_error:
-                # Ara answers again: followers and waiting checkpoints must not see a stale error.
-                self.state.last_error = self.state.first_error_at = None
-                state_mod.save(self.paths, self.state, durable=False)
-            return response
+    def _answered(self) -> None:
+        self._last_progress = time.monotonic()
+        st = self.state
+        if st is not None and st.last_error:
+            # Ara answers again: followers and waiting checkpoints must not see a stale error.
+            st.last_error = st.first_error_at = None
+            state_mod.save(self.paths, st, durable=False)
 
+    async def _retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        """attempt(), retried with backoff on transient errors; a stop cancels it at once."""
+        retried = backoff.on_exception(
+            backoff.expo, TransientError, max_time=self._remaining, max_value=self.config.max_backoff,
+            jitter=backoff.full_jitter, giveup=self._give_up, on_backoff=self._on_backoff, logger=None,
+        )(attempt)
+        if self._stop_waiter is None:
+            self._stop_waiter = asyncio.ensure_future(self.stop.wait())
+        task = asyncio.ensure_future(retried())
+        await asyncio.wait((task, self._stop_waiter), return_when=asyncio.FIRST_COMPLETED)
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+            raise _Stop("stopped", "stopped")
         try:
-            return await attempt()
+            return task.result()
         except TransientError as exc:
             if self.stop.is_set():
                 raise _Stop("stopped", "stopped") from None
             raise _Stop("unreachable", str(exc)) from None
         except AuthError as exc:
             raise _Stop("auth", str(exc)) from None
+        except ServerError as exc:
+            raise _Stop("server", str(exc)) from None
+
+    async def _execute(self, call: Call) -> dict[str, Any]:
+        rec = self.reconciler
+        ambiguous = False
+
+        async def attempt() -> dict[str, Any]:
+            nonlocal ambiguous
+            if rec.look_first(call, ambiguous):
+                assert call.lookup is not None
+                self._requests += 1
+                found = await find(self.client, call.lookup)
+                self._answered()
+                if found is not None:
+                    rec.found(call)
+                    return found
+                rec.missed(call)
+            rec.sending(call)
+            try:
+                self._requests += 1
+                response = await self.client.request(call.method, call.path, call.body)
+            except (TransientError, ServerError) as exc:
+                ambiguous = ambiguous or exc.ambiguous
+                rec.failed(call, ambiguous)
+                raise
+            except AraError:
+                rec.answered()
+                raise
+            rec.answered()
+            self._answered()
+            return response
+
+        return await self._retrying(attempt)

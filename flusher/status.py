@@ -7,28 +7,35 @@ import time
 from typing import Any
 
 from ara_spool.flusher.config import Config
-from ara_spool.spool import quarantine
+from ara_spool.flusher.ids import playbook_of
+from ara_spool.spool import progress, quarantine
 from ara_spool.spool import state as state_mod
 from ara_spool.spool.lock import is_locked
 from ara_spool.spool.paths import RunPaths, list_runs
-from ara_spool.spool.reader import tail_info
+
+
+def ara_base(dest: str) -> str | None:
+    """The server's URL from a destination (its API URL), for links to Ara's UI."""
+    return dest[: -len("/api/v1")] if dest.endswith("/api/v1") else None
 
 
 def collect(cfg: Config, runs: list[str] | None = None) -> list[dict[str, Any]]:
     rows = []
     for run_id in runs or list_runs(cfg.spool_dir):
         paths = RunPaths.of(cfg.spool_dir, run_id)
-        st = state_mod.read_state_quiet(paths) or state_mod.RunState(run_id)
-        pending, torn = tail_info(paths.spool, st.offset)
+        # Where the run was shipped last: that Ara's checkpoint, and a link into it.
+        prog = progress.read(paths)
+        st = prog.state or state_mod.RunState(run_id)
         try:
             mtime = os.stat(paths.spool, follow_symlinks=False).st_mtime
         except FileNotFoundError:
             mtime = None
-        pb = st.ids.playbook
+        pb = playbook_of(st)
+        base = ara_base(st.dest)
         rows.append({
             "run": run_id,
-            "pending": pending,
-            "pending_tail_bytes": torn,
+            "pending": prog.pending_lines,
+            "pending_tail_bytes": prog.torn,
             "shipped": st.shipped,
             "quarantined": quarantine.count(paths),
             "ended": st.ended,
@@ -40,7 +47,9 @@ def collect(cfg: Config, runs: list[str] | None = None) -> list[dict[str, Any]]:
             "last_error_at": st.last_error_at,
             "failing_since": st.first_error_at,
             "playbook_id": pb,
-            "ara_url": f"{cfg.display_server}/playbooks/{pb}.html" if pb else None,
+            "ara_server": base,
+            "ara_url": f"{base}/playbooks/{pb}.html" if pb and base else None,
+            "destinations": [ara_base(d) or "(unknown)" for d in st.destinations() if d or st.sink],
             "spool": str(paths.spool),
         })
     return rows

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ara_spool.flusher.config import Config
+from ara_spool.flusher.ids import playbook_of
 from ara_spool.spool import quarantine
 from ara_spool.spool import state as state_mod
 from ara_spool.spool.lock import is_locked, try_lock
@@ -277,11 +278,11 @@ def _check_ara(cfg: Config, reports: list[dict[str, Any]]) -> None:
         if is_locked(paths):
             r["notes"].append("a flusher is shipping this run: Ara not compared")
             continue
-        st = state_mod.read_state_quiet(paths)
+        st = state_mod.read_state_quiet(paths, cfg.destination)
         todo.append((r, st))
     if not todo:
         return
-    wanted = [(r["run"], st.ids.playbook if st else None) for r, st in todo]
+    wanted = [(r["run"], playbook_of(st)) for r, st in todo]
     try:
         try:
             asyncio.get_running_loop()
@@ -301,9 +302,9 @@ def _check_ara(cfg: Config, reports: list[dict[str, Any]]) -> None:
         n_pb = len(got["playbooks"])
         if n_pb > 1:
             r["problems"].append(f"{n_pb} playbooks in Ara carry this run's label (ids {got['playbooks']})")
-        if st is not None and st.ids.playbook is not None and got["playbooks"] \
-                and st.ids.playbook not in got["playbooks"]:
-            r["problems"].append(f"the state's playbook {st.ids.playbook} does not carry this run's label in Ara")
+        pb = playbook_of(st)
+        if pb is not None and got["playbooks"] and pb not in got["playbooks"]:
+            r["problems"].append(f"the state's playbook {pb} does not carry this run's label in Ara")
         held, want = got["results"], r["shipped_results"]
         r["ara"] = {"playbook": got["playbook"], "results": held, "expected": want}
         if held is None:

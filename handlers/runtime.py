@@ -1,5 +1,6 @@
-"""What the Ansible plugins share: the enable switch, the run id, the flusher's environment, and
-waiting (bounded) for the background flusher. Imported by the callback and the action plugins."""
+"""What the Ansible plugins share: the enable switch, the run id, the flusher's environment,
+starting the background flusher, and the bounded waits at the run's end and at an `ara_flush`
+checkpoint. The flusher is only ever a process to them: this module never imports it."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from ara_spool.spool import state as state_mod
+from ara_spool.spool import progress, quarantine
+from ara_spool.spool.lock import is_locked
 from ara_spool.spool.paths import RunPaths, default_spool_dir, ensure_spool_dir, open_nofollow
-from ara_spool.spool.state import FAILING_GRACE, failing_for
 
 # Set by the callback in the controller's environment once it records a run; forked workers and
 # the flusher inherit it, so every part of the run agrees on one id.
@@ -68,49 +69,90 @@ def start_flusher(run_id: str, directory: Path, extra_env: dict[str, str]) -> su
         os.close(log_fd)
 
 
-def shipped_to(run_id: str, directory: Path) -> tuple[int, str | None]:
-    """(offset shipped so far, last error) from the run's checkpoint."""
-    st = state_mod.read_state_quiet(RunPaths.of(directory, run_id))
-    return (st.offset, st.last_error) if st else (0, None)
+# The run's end waits for its flusher only while Ara acknowledges events: this long without
+# progress (Ara hangs, or answers too slowly) and the playbook ends, leaving the rest to it.
+END_STALL_SECONDS = 1.5
+DEFAULT_SERVER = "http://127.0.0.1:8000"  # the flusher's default, for the hint we print
 
 
-def wait_shipped(run_id: str, directory: Path, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> bool:
-    """Wait (at most timeout s) until the flusher has passed the spool's current end."""
-    target = RunPaths.of(directory, run_id).spool_size()
+def _server(prog: progress.RunProgress, env: dict[str, str] | None) -> str:
+    """The Ara a run is shipped to: the flusher's checkpoint says; else the settings it was given."""
+    dest = prog.state.dest if prog.state is not None else ""
+    if dest.endswith("/api/v1"):
+        return dest[: -len("/api/v1")]
+    return (env or {}).get("ARA_API_SERVER") or os.environ.get("ARA_API_SERVER") or DEFAULT_SERVER
+
+
+def flush_hint(run_id: str, directory: Path, server: str) -> str:
+    return f"ara-spool flush --run {run_id} --server {server} --spool-dir {directory}"
+
+
+def end_of_run(run_id: str, directory: Path, budget: float, proc: subprocess.Popen[bytes] | None,
+               env: dict[str, str] | None = None) -> str | None:
+    """At the run's end: wait while the background flusher makes progress, at most `budget`
+    seconds, never while it fails or stalls. None when the run is all in Ara, else one line that
+    says what is left and the command that ships it. The flusher is left running: it finishes the
+    run on its own (detached, bounded: flusher/follow.py)."""
+    paths = RunPaths.of(directory, run_id)
+    alive = (lambda: proc.poll() is None) if proc is not None else progress.flusher_holds(paths)
+    why, prog = progress.wait(paths, timeout=budget, stall=END_STALL_SECONDS, alive=alive)
+    if why == "shipped":
+        if quarantine.count(paths):
+            return (f"ara-spool: run {run_id}: some events were refused by Ara and quarantined in "
+                    f"{paths.rejected} (see `ara-spool requeue`)")
+        return None
+    reason = prog.last_error or {
+        "stalled": f"Ara has not acknowledged anything for {END_STALL_SECONDS}s",
+        "timeout": f"still shipping after {budget:.0f}s",
+        "gone": "its flusher stopped" + (f" (exit {proc.returncode})" if proc is not None else ""),
+    }.get(why, why)
+    going = proc is not None and proc.poll() is None
+    keeps = f"; its flusher (pid {proc.pid}) keeps trying in the background" if going else ""
+    return (f"ara-spool: run {run_id}: {prog.pending_lines} event(s) not in Ara yet ({reason}){keeps}; "
+            f"to ship them: {flush_hint(run_id, directory, _server(prog, env))}")
+
+
+def checkpoint_flush(run_id: str, directory: Path, timeout: float, env: dict[str, str]) -> tuple[bool, str]:
+    """An explicit `ara_flush` checkpoint: ship the run up to now, waiting at most `timeout` s.
+    The flusher already on the run (in-play or daemon) is waited for; when none is, a one-shot
+    `ara-spool flush` process runs. Never imports the flusher; secrets travel by environment."""
+    paths = RunPaths.of(directory, run_id)
+    target = paths.spool_size()
     deadline = time.monotonic() + timeout
-    while True:
-        offset, _ = shipped_to(run_id, directory)
-        if offset >= target:
-            return True
-        if proc is not None and proc.poll() is not None:
-            return shipped_to(run_id, directory)[0] >= target
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.02)
-
-
-def stop_flusher(proc: subprocess.Popen[bytes], timeout: float, run_id: str | None = None,
-                 directory: Path | None = None) -> int | None:
-    """Let the flusher finish (it exits once the run's end is shipped), else stop it cleanly:
-    SIGTERM makes it write its checkpoint; what it did not ship stays in the spool. Stop early when
-    it has been failing to reach Ara for FAILING_GRACE seconds: waiting longer helps nobody."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        code = proc.poll()
-        if code is not None:
-            return code
-        if run_id and directory is not None:
-            st = state_mod.read_state_quiet(RunPaths.of(directory, run_id))
-            if failing_for(st) >= FAILING_GRACE:
-                break
-        time.sleep(0.02)
-    code = proc.poll()
-    if code is not None:
-        return code
-    proc.send_signal(signal.SIGTERM)
+    if is_locked(paths):
+        why, prog = progress.wait(paths, timeout=timeout, target=target, alive=progress.flusher_holds(paths))
+        if why == "shipped":
+            return True, f"run {run_id} is in Ara"
+        if why != "gone":
+            reason = prog.last_error or f"not all shipped within {timeout:.0f}s"
+            return False, (f"run {run_id} not flushed: {reason}; the spool keeps it "
+                           f"(`{flush_hint(run_id, directory, _server(prog, env))}`)")
+    full_env = dict(os.environ)
+    full_env.update(env)
+    full_env["ARA_SPOOL_DIR"] = str(directory)
+    left = max(1.0, deadline - time.monotonic())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ara_spool.flusher", "flush", "--run", run_id, "--quiet", "--timeout", f"{left:.0f}"],
+        env=full_env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
-        proc.wait(5)
+        _, err = proc.communicate(timeout=left)
     except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    return None
+        proc.send_signal(signal.SIGTERM)  # it saves its checkpoint and exits within a second
+        try:
+            _, err = proc.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+        err = (err or b"") + f"not all shipped within {timeout:.0f}s".encode()
+    lines = [ln for ln in (err or b"").decode("utf-8", "replace").splitlines() if ln.strip()]
+    if proc.returncode == 0:
+        return True, f"run {run_id} is in Ara"
+    if proc.returncode == 5:
+        return True, f"run {run_id} is in Ara; some events were quarantined in {paths.rejected}"
+    prog = progress.read(paths)
+    about_run = [ln for ln in lines if ln.startswith(f"ara-spool: run {run_id}:")]
+    reason = (about_run or lines or [f"flusher exit {proc.returncode}"])[-1].removeprefix("ara-spool: ")
+    return False, (f"run {run_id} not flushed: {reason}; the spool keeps it "
+                   f"(`{flush_hint(run_id, directory, _server(prog, env))}`)")

@@ -87,6 +87,7 @@ def append(
     spool_dir: Path | str | None = None,
     ts: str | None = None,
     fsync: bool | None = None,
+    requeued_from: int | None = None,
 ) -> dict[str, Any]:
     """Append one event of `kind` to run_id's spool; return the event as written (with its seq).
 
@@ -98,6 +99,8 @@ def append(
     paths = RunPaths.of(spool_dir or default_spool_dir(), run_id)
     ensure_spool_dir(paths.spool_dir)
     event = schema.make_event(run_id, kind, body, ts)
+    if requeued_from is not None:  # `ara-spool requeue`: the quarantined line this one replays
+        event["requeued_from"] = requeued_from
     if os.environ.get("ARA_SPOOL_MAX_BYTES"):
         # Size cap (spool/retention.py): warn, or refuse with SpoolFull before anything is written.
         from ara_spool.spool.retention import check_cap

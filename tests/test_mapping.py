@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import itertools
 
+from ara_spool.flusher.ids import AraIds
 from ara_spool.flusher.mapping import Call, Hints, plan
 from ara_spool.spool import schema
-from ara_spool.spool.state import AraIds
 
 
 def ev(kind, body, ts="2026-01-01T10:00:00.000000+00:00", run="r1"):

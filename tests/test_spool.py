@@ -123,13 +123,23 @@ def test_new_spool_dir_and_files_are_private(tmp_path):
 
 def test_state_roundtrip_and_atomic_replace(spool_dir):
     paths = RunPaths.of(spool_dir, "st")
-    st = RunState("st", offset=42, shipped=3)
-    st.ids.playbook = 7
-    st.ids.tasks["u"] = 9
+    st = RunState("st", dest="http://a/api/v1", offset=42, shipped=3)
+    st.sink["playbook"] = 7
+    st.sink["tasks"] = {"u": 9}
     save(paths, st)
     again = load(paths)
-    assert again.offset == 42 and again.ids.playbook == 7 and again.ids.tasks == {"u": 9}
+    assert again.dest == "http://a/api/v1"
+    assert again.offset == 42 and again.sink["playbook"] == 7 and again.sink["tasks"] == {"u": 9}
     assert [p.name for p in spool_dir.iterdir()] == ["st.state"]  # no temp file left behind
+    # A second destination has a checkpoint of its own; the first one is kept as it was.
+    other = load(paths, "http://b/api/v1")
+    assert other.fresh and other.offset == 0
+    other.offset = 5
+    save(paths, other)
+    assert load(paths).dest == "http://b/api/v1"  # the last one shipped to is the current one
+    first = load(paths, "http://a/api/v1")
+    assert first.offset == 42 and first.sink["playbook"] == 7
+    assert sorted(first.destinations()) == ["http://a/api/v1", "http://b/api/v1"]
     paths.state.write_text("{broken")
     with pytest.raises(ValueError, match="corrupt"):
         load(paths)
@@ -190,3 +200,16 @@ def test_writer_sigkilled_mid_append_never_yields_a_torn_event(spool_dir):
     for ln in bad:  # each bad line is a torn prefix of a 4 MB event, nothing else
         assert ln.raw.startswith(b'{"v":1,"run":"torn-kill"') and "malformed JSON" in ln.error
     assert tail_info(spool_dir / "torn-kill.jsonl")[1] == 0
+
+
+def test_version_1_state_is_offered_to_the_next_destination(spool_dir):
+    """A checkpoint written before destinations were recorded (v1): read as 'unknown', adopted by
+    the destination that ships next (the flusher then checks its ids against that Ara)."""
+    paths = RunPaths.of(spool_dir, "old")
+    paths.state.write_text(json.dumps({"version": 1, "run_id": "old", "offset": 10, "shipped": 2, "clean": True,
+                                       "ids": {"playbook": 3, "tasks": {"t": 4}}}))
+    st = load(paths, "http://a/api/v1")
+    assert st.dest == "http://a/api/v1" and st.offset == 10 and st.sink["playbook"] == 3 and not st.fresh
+    save(paths, st)
+    raw = json.loads(paths.state.read_text())
+    assert raw["version"] == 2 and list(raw["destinations"]) == ["http://a/api/v1"]

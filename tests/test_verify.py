@@ -140,7 +140,7 @@ async def test_unclean_state_with_extra_results_in_ara_is_a_note_not_a_problem(c
     st.offset = sum(len(x) for x in ends[:4])  # as if the last checkpoint was after 4 events
     st.clean = False
     # ...and the ids it knew then: the highest result id it had created was the 4th's.
-    st.ids.last_result = ara.results(st.ids.playbook)[3]["id"]
+    st.sink["last_result"] = ara.results(st.sink["playbook"])[3]["id"]
     save(paths, st)
     report, ok = verify(cfg, [run_id])
     assert ok, report[0]["summary"]

@@ -11,7 +11,6 @@ options:
   timeout: {description: Seconds a flush may take, type: float, default: 30}
 """
 
-import asyncio  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
 
@@ -23,8 +22,6 @@ try:
 except ImportError as exc:  # the plugins are thin: the package must be in Ansible's own Python
     raise ImportError(f"ara-spool is not installed in the Python that runs Ansible ({sys.executable}): "
                       f"pip install it there ({exc})") from exc
-from ara_spool.flusher import oneshot  # noqa: E402
-from ara_spool.flusher.config import Config, ConfigError  # noqa: E402
 from ara_spool.spool import writer  # noqa: E402
 
 display = Display()
@@ -85,28 +82,14 @@ class ActionModule(ActionBase):
     def _flush(self, run_id, task_vars, result):
         timeout = float(self._task.args.get("timeout") or self._var(task_vars, "ara_flush_timeout", 30) or 30)
         fail = runtime.as_bool(self._var(task_vars, "ara_fail_on_error", False))
-        # The token reaches the flusher in-process, never argv; this task runs with no_log.
+        # The token reaches the flusher by environment, never argv; this task runs with no_log.
         env = runtime.api_env(self._var(task_vars, "ara_api_base_url"), self._var(task_vars, "ara_api_token"),
                               self._var(task_vars, "ara_verify_ssl"))
-        saved = {k: os.environ.get(k) for k in env}
-        try:
-            os.environ.update(env)
-            cfg = Config.from_env()
-            [outcome] = asyncio.run(oneshot.flush(cfg, [run_id], timeout=timeout))
-        except ConfigError as exc:
-            outcome = None
-            message = f"ara-spool: configuration: {exc}"
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-        if outcome is not None:
-            if outcome.status == "done":
-                result["msg"] = f"run {run_id} is in Ara (playbook {outcome.playbook})"
-                return result
-            message = f"ara-spool: run {run_id} not flushed ({outcome.status}): {outcome.message}; the spool keeps it"
+        ok, message = runtime.checkpoint_flush(run_id, runtime.spool_dir(), timeout, env)
+        if ok:
+            result["msg"] = message
+            return result
+        message = f"ara-spool: {message}"
         display.warning(message)
         if fail:
             result.update(failed=True, msg=message)

@@ -12,7 +12,8 @@ description:
   - Inert unless enabled, by the C(ara_enabled) variable (extra vars, play vars or the ara_spool role's
     defaults) or by the C(enabled) option below.
   - While the play runs, a background C(ara-spool flush) ships the run to Ara; at the end of the run the
-    remaining tail is shipped, bounded by C(flush_timeout). What cannot be shipped stays in the spool.
+    remaining tail is shipped, bounded by C(flush_timeout). What cannot be shipped stays in the spool,
+    and the background flusher goes on with it after the playbook ends (bounded).
 options:
   enabled:
     description: Record every run, even without C(ara_enabled).
@@ -38,8 +39,8 @@ options:
     env: [{name: ARA_SPOOL_FLUSHER}]
     ini: [{section: ara_spool, key: flusher}]
   flush_timeout:
-    description: Seconds the end of the run (and each play's end) may wait for shipping; the
-      C(ara_flush_timeout) variable wins.
+    description: Seconds the end of the run may wait for shipping, and only while Ara acknowledges
+      events (a play's end never waits); the C(ara_flush_timeout) variable wins.
     type: float
     default: 30
     env: [{name: ARA_SPOOL_FLUSH_TIMEOUT}]
@@ -74,7 +75,7 @@ except ImportError as exc:  # the plugins are thin: the package must be in Ansib
     raise ImportError(f"ara-spool is not installed in the Python that runs Ansible ({sys.executable}): "
                       f"pip install it there ({exc})") from exc
 from ara_spool.spool import writer  # noqa: E402
-from ara_spool.spool.paths import RunPaths, UnsafeRunId, check_run_id  # noqa: E402
+from ara_spool.spool.paths import UnsafeRunId, check_run_id  # noqa: E402
 
 display = Display()
 MAX_FILE_BYTES = 1024 * 1024  # larger source files are recorded as a note, not their content
@@ -104,6 +105,7 @@ class CallbackModule(CallbackBase):
         self.result_started: dict[tuple[str, str], str] = {}
         self.files: set[str] = set()
         self.flusher = None
+        self.flusher_env: dict[str, str] = {}
         self.flush_timeout = 30.0
         self.ended = False
         self.broken = False  # this run cannot be recorded at all (an unsafe run id)
@@ -182,6 +184,7 @@ class CallbackModule(CallbackBase):
             env = runtime.api_env(var("ara_api_base_url"), var("ara_api_token"), var("ara_verify_ssl"))
             try:
                 self.flusher = runtime.start_flusher(run_id, self.dir, env)
+                self.flusher_env = env
             except OSError as exc:
                 display.warning(f"ara-spool: cannot start the background flusher ({exc}); events stay spooled")
         atexit.register(self._at_exit)
@@ -234,7 +237,7 @@ class CallbackModule(CallbackBase):
         if self.run_id is None:
             return
         self._end_task()
-        self._end_play(wait=True)
+        self._end_play()
         self.play_uuid = str(play._uuid)[:36]
         self._append("play_start", {"uuid": self.play_uuid, "name": play.get_name()})
 
@@ -266,16 +269,11 @@ class CallbackModule(CallbackBase):
             self.task_started.pop(self.task_uuid, None)
             self.task_uuid = None
 
-    def _end_play(self, wait: bool = False) -> None:
+    def _end_play(self) -> None:
+        # A play's end never waits on Ara: the background flusher ships as the run goes.
         if self.play_uuid is not None:
             self._append("play_end", {"uuid": self.play_uuid, "status": "completed"})
             self.play_uuid = None
-            if wait and self.flusher is not None and self.flusher.poll() is None:
-                # A play's end is a checkpoint: wait (bounded) while Ara keeps up; once it has
-                # failed, do not make every play pay the timeout.
-                _, error = runtime.shipped_to(self.run_id, self.dir)
-                if error is None:
-                    runtime.wait_shipped(self.run_id, self.dir, self.flush_timeout, self.flusher)
 
     # -- results ------------------------------------------------------------------------------
     def v2_runner_on_start(self, host, task) -> None:
@@ -395,16 +393,11 @@ class CallbackModule(CallbackBase):
         if self.flusher is None:
             display.vv(f"ara-spool: run {self.run_id} spooled; the ara-spool daemon ships it")
             return
-        code = runtime.stop_flusher(self.flusher, self.flush_timeout, self.run_id, self.dir)
-        offset, error = runtime.shipped_to(self.run_id, self.dir)
-        left = RunPaths.of(self.dir, self.run_id).spool_size() - offset
-        if code == 5 and left <= 0:  # flusher's "some events quarantined"
-            display.warning(f"ara-spool: run {self.run_id}: some events were refused and quarantined in "
-                            f"{self.dir}/{self.run_id}.rejected.jsonl")
-        elif code != 0 or left > 0:
-            why = error or ("still shipping after the flush timeout" if code is None else f"flusher exit {code}")
-            display.warning(f"ara-spool: run {self.run_id} is not all in Ara ({why}); {left} spooled byte(s) "
-                            f"kept in {self.dir}: ship them with `ara-spool flush --run {self.run_id}`")
+        # The run's end waits only while Ara acknowledges events, at most flush_timeout; what is
+        # left, the flusher goes on shipping after we exit (flusher/follow.py).
+        warning = runtime.end_of_run(self.run_id, self.dir, self.flush_timeout, self.flusher, self.flusher_env)
+        if warning:
+            display.warning(warning)
 
     def _on_signal(self, sig: int, frame) -> None:
         if os.getpid() != self.main_pid:  # a forked worker inherited this handler

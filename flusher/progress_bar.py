@@ -5,18 +5,13 @@ from __future__ import annotations
 import sys
 
 from ara_spool.flusher.config import Config
-from ara_spool.spool import state as state_mod
+from ara_spool.spool import progress
 from ara_spool.spool.paths import RunPaths, list_runs
-from ara_spool.spool.reader import tail_info
 
 
 def pending_lines(cfg: Config, runs: list[str] | None) -> int:
-    total = 0
-    for run_id in runs or list_runs(cfg.spool_dir):
-        paths = RunPaths.of(cfg.spool_dir, run_id)
-        st = state_mod.read_state_quiet(paths)
-        total += tail_info(paths.spool, st.offset if st else 0)[0]
-    return total
+    return sum(progress.read(RunPaths.of(cfg.spool_dir, run_id), cfg.destination).pending_lines
+               for run_id in runs or list_runs(cfg.spool_dir))
 
 
 class Progress:

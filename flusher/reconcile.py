@@ -1,0 +1,94 @@
+"""Exactly once against an Ara that cannot deduplicate: when to look a create up before sending it.
+
+Ara has no idempotency key: a POST sent twice is two rows. A create may already be in Ara when
+- the last flusher died (its checkpoint is not clean): every create after the checkpoint may be
+  there, up to the first one that is not, since shipping is sequential and what the dead flusher
+  did is a prefix of the tail;
+- this destination has no checkpoint (lost or unreadable state, a spool copied to another spool
+  dir or machine, the same Ara under another URL) but Ara already holds a playbook labelled with the
+  run's id: then the whole run, from its first event, is reconciled the same way;
+- a response was lost (timeout, reset, 5xx): that one create, before it is sent again.
+Lookups that define identity (the run's playbook, by its `run_id:` label) are always made. Hosts
+and files are get-or-create in Ara and PATCHes are idempotent: they are replayed, never looked up.
+
+`Reconciler` holds that policy and nothing else; `find()` runs one Lookup. The shipper drives
+both (flusher/shipper.py); tests/test_reconcile.py exercises the policy without a server.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Protocol
+
+from ara_spool.flusher.mapping import Call, Lookup
+from ara_spool.spool.schema import parse_time
+
+log = logging.getLogger("ara_spool.reconcile")
+
+
+class Requester(Protocol):
+    async def request(self, method: str, path: str, body: dict[str, Any] | None = None,
+                      params: dict[str, Any] | None = None) -> dict[str, Any]: ...
+
+
+class Reconciler:
+    """Whether the next create must be looked up first, and whether a create may be in Ara
+    without us knowing its id (`uncertain`: the checkpoint must then not say clean)."""
+
+    def __init__(self, run_id: str, *, after_crash: bool = False, fresh: bool = False) -> None:
+        self.run_id = run_id
+        self.active = after_crash  # look up every create, until the first one Ara does not have
+        self.undecided = fresh  # no checkpoint here: the run's playbook lookup decides
+        self.uncertain = False
+
+    def look_first(self, call: Call, ambiguous: bool) -> bool:
+        return call.lookup is not None and (call.lookup_first or ambiguous or self.active)
+
+    def found(self, call: Call) -> None:
+        self.uncertain = False
+        if call.lookup_first and self.undecided:
+            self.undecided = False
+            self.active = True
+            log.warning("run %s: no checkpoint for this Ara, but it holds the run already: reconciling "
+                        "the whole run (each create is looked up before it is sent)", self.run_id)
+
+    def missed(self, call: Call) -> None:
+        if call.lookup_first:
+            # A run new to this Ara: nothing of it can be there yet.
+            self.undecided = False
+            return
+        if self.active:
+            self.active = False
+            log.info("run %s: reconciled; resuming normal shipping", self.run_id)
+
+    def sending(self, call: Call) -> None:
+        self.uncertain = call.creates
+
+    def answered(self) -> None:
+        self.uncertain = False
+
+    def failed(self, call: Call, ambiguous: bool) -> None:
+        self.uncertain = call.creates and ambiguous
+
+
+async def find(client: Requester, lookup: Lookup) -> dict[str, Any] | None:
+    """The object a Lookup describes, or None: GET, then the lowest id above min_id whose fields
+    equal lookup.equal (times compared as instants)."""
+    data = await client.request("GET", lookup.path, params={k: str(v) for k, v in lookup.params.items()})
+    best: dict[str, Any] | None = None
+    for obj in data.get("results", []):
+        if obj.get("id", 0) <= lookup.min_id:
+            continue
+        if all(_same(obj.get(k), v, k) for k, v in lookup.equal.items()):
+            if best is None or obj["id"] < best["id"]:
+                best = obj
+    return best
+
+
+def _same(a: Any, b: Any, key: str) -> bool:
+    if key in ("started", "ended") and isinstance(a, str) and isinstance(b, str):
+        try:
+            return parse_time(a) == parse_time(b)
+        except ValueError:
+            return False
+    return a == b
