@@ -332,6 +332,8 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(exc), EXIT_USAGE)
     except OSError as exc:
         return _fail(f"{exc.filename or ''}: {exc.strerror or exc}", EXIT_ERROR)
+    except KeyboardInterrupt:  # before the event loop took SIGINT over: nothing was under way
+        return _fail("interrupted; the spool keeps every event", 130)
 
 
 if __name__ == "__main__":

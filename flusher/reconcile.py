@@ -1,13 +1,16 @@
 """Exactly once against an Ara that cannot deduplicate: when to look a create up before sending it.
 
 Ara has no idempotency key: a POST sent twice is two rows. A create may already be in Ara when
-- the last flusher died (its checkpoint is not clean): every create after the checkpoint may be
-  there, up to the first one that is not, since shipping is sequential and what the dead flusher
-  did is a prefix of the tail;
+- the last flusher died (its checkpoint is not clean): any create after the checkpoint;
 - this destination has no checkpoint (lost or unreadable state, a spool copied to another spool
   dir or machine, the same Ara under another URL) but Ara already holds a playbook labelled with the
-  run's id: then the whole run, from its first event, is reconciled the same way;
+  run's id: any create of the whole run;
 - a response was lost (timeout, reset, 5xx): that one create, before it is sent again.
+In the first two cases every create in a line before the spool's end *as it was when this flusher
+started* is looked up (no earlier flusher can have shipped a line written after that), not only
+up to the first one missing: a line quarantined or requeued earlier was never in Ara, and the
+lines after it may be. Result lookups then match any result above the highest id the checkpoint
+knew (its floor), not above the ones created since.
 Lookups that define identity (the run's playbook, by its `run_id:` label) are always made. Hosts
 and files are get-or-create in Ara and PATCHes are idempotent: they are replayed, never looked up.
 
@@ -18,6 +21,7 @@ both (flusher/shipper.py); tests/test_reconcile.py exercises the policy without 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any, Protocol
 
 from ara_spool.flusher.mapping import Call, Lookup
@@ -35,31 +39,43 @@ class Reconciler:
     """Whether the next create must be looked up first, and whether a create may be in Ara
     without us knowing its id (`uncertain`: the checkpoint must then not say clean)."""
 
-    def __init__(self, run_id: str, *, after_crash: bool = False, fresh: bool = False) -> None:
+    def __init__(self, run_id: str, *, after_crash: bool = False, fresh: bool = False, until: int = 0,
+                 floor: int = 0) -> None:
         self.run_id = run_id
-        self.active = after_crash  # look up every create, until the first one Ara does not have
-        self.undecided = fresh  # no checkpoint here: the run's playbook lookup decides
+        self.until = until if (after_crash or fresh) else 0  # lines before this offset may be in Ara
+        self.confirmed = after_crash  # the run is in this Ara (fresh: its playbook lookup decides)
+        self.undecided = fresh
+        self.floor = floor  # highest result id known before reconciling
+        self.offset = 0  # the line being shipped
         self.uncertain = False
+
+    def at(self, offset: int) -> None:
+        self.offset = offset
+
+    @property
+    def active(self) -> bool:
+        return self.confirmed and self.offset < self.until
 
     def look_first(self, call: Call, ambiguous: bool) -> bool:
         return call.lookup is not None and (call.lookup_first or ambiguous or self.active)
+
+    def lookup(self, call: Call) -> Lookup:
+        assert call.lookup is not None
+        if self.active and call.lookup.min_id > self.floor:
+            return replace(call.lookup, min_id=self.floor)
+        return call.lookup
 
     def found(self, call: Call) -> None:
         self.uncertain = False
         if call.lookup_first and self.undecided:
             self.undecided = False
-            self.active = True
+            self.confirmed = True
             log.warning("run %s: no checkpoint for this Ara, but it holds the run already: reconciling "
                         "the whole run (each create is looked up before it is sent)", self.run_id)
 
     def missed(self, call: Call) -> None:
-        if call.lookup_first:
-            # A run new to this Ara: nothing of it can be there yet.
-            self.undecided = False
-            return
-        if self.active:
-            self.active = False
-            log.info("run %s: reconciled; resuming normal shipping", self.run_id)
+        if call.lookup_first and self.undecided:
+            self.undecided = False  # a run new to this Ara: nothing of it can be there yet
 
     def sending(self, call: Call) -> None:
         self.uncertain = call.creates

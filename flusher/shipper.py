@@ -128,8 +128,10 @@ class RunShipper:
             except OSError as exc:
                 return Outcome(self.paths.run_id, "error", message=str(exc), destination=dest)
             st = self.state
+            fresh = st.fresh
             self.ids = AraIds.bind(st)
-            self.reconciler = Reconciler(st.run_id, after_crash=not st.clean, fresh=st.fresh)
+            self.reconciler = Reconciler(st.run_id, after_crash=not st.clean, fresh=fresh,
+                                         until=self.paths.spool_size(), floor=self.ids.last_result)
             if not st.clean:
                 log.info("run %s: last flusher did not stop cleanly; reconciling from offset %d",
                          st.run_id, st.offset)
@@ -202,7 +204,7 @@ class RunShipper:
             st.offset = st.shipped = 0
             st.ended, st.final_status, st.sink = False, None, {}
             self.ids = AraIds.bind(st)
-            self.reconciler = Reconciler(st.run_id, fresh=True)
+            self.reconciler = Reconciler(st.run_id, fresh=True, until=self.paths.spool_size())
             return
         self.client.checked_playbooks.add(key)
 
@@ -237,6 +239,7 @@ class RunShipper:
             for line in lines:
                 if self.stop.is_set():
                     raise _Stop("stopped", "stopped")
+                self.reconciler.at(line.offset)
                 await self._handle(line, hints)
                 st.offset = line.end
                 self._since_ckpt += 1
@@ -419,7 +422,7 @@ class RunShipper:
             if rec.look_first(call, ambiguous):
                 assert call.lookup is not None
                 self._requests += 1
-                found = await find(self.client, call.lookup)
+                found = await find(self.client, rec.lookup(call))
                 self._answered()
                 if found is not None:
                     rec.found(call)

@@ -91,8 +91,12 @@ def end_of_run(run_id: str, directory: Path, budget: float, proc: subprocess.Pop
                env: dict[str, str] | None = None) -> str | None:
     """At the run's end: wait while the background flusher makes progress, at most `budget`
     seconds, never while it fails or stalls. None when the run is all in Ara, else one line that
-    says what is left and the command that ships it. The flusher is left running: it finishes the
-    run on its own (detached, bounded: flusher/follow.py)."""
+    says what is left and the command that ships it.
+
+    A flusher still making progress when the budget is spent is left to finish detached (bounded,
+    flusher/follow.py). One that fails or stalls (Ara down, hanging, refusing the login) is
+    stopped: it saves its checkpoint within a second, and the run waits in the spool for the next
+    `ara-spool flush`, the daemon or the timer."""
     paths = RunPaths.of(directory, run_id)
     alive = (lambda: proc.poll() is None) if proc is not None else progress.flusher_holds(paths)
     why, prog = progress.wait(paths, timeout=budget, stall=END_STALL_SECONDS, alive=alive)
@@ -107,9 +111,14 @@ def end_of_run(run_id: str, directory: Path, budget: float, proc: subprocess.Pop
         "gone": "its flusher stopped" + (f" (exit {proc.returncode})" if proc is not None else ""),
     }.get(why, why)
     going = proc is not None and proc.poll() is None
-    keeps = f"; its flusher (pid {proc.pid}) keeps trying in the background" if going else ""
-    return (f"ara-spool: run {run_id}: {prog.pending_lines} event(s) not in Ara yet ({reason}){keeps}; "
-            f"to ship them: {flush_hint(run_id, directory, _server(prog, env))}")
+    if going and why == "timeout":
+        after = f"; its flusher (pid {proc.pid}) goes on shipping in the background"
+    else:
+        if going:
+            proc.send_signal(signal.SIGTERM)
+        after = "; they wait in the spool"
+    return (f"ara-spool: run {run_id}: {prog.pending_lines} event(s) not in Ara yet ({reason}){after}. "
+            f"To ship them: {flush_hint(run_id, directory, _server(prog, env))}")
 
 
 def checkpoint_flush(run_id: str, directory: Path, timeout: float, env: dict[str, str]) -> tuple[bool, str]:

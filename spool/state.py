@@ -56,7 +56,7 @@ class RunState:
     @property
     def fresh(self) -> bool:
         """Nothing shipped to this destination yet, as far as this checkpoint knows."""
-        return self.offset == 0 and not self.sink
+        return self.offset == 0 and not any(self.sink.values())
 
     def _fields(self) -> dict[str, Any]:
         # Not dataclasses.asdict: it deep-copies every id map, ~6x slower on a long run's state.
