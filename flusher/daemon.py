@@ -29,6 +29,7 @@ from typing import Any
 
 from ara_spool.flusher.client import AraClient
 from ara_spool.flusher.config import Config
+from ara_spool.flusher.ids import playbook_of
 from ara_spool.flusher.shipper import Outcome, RunShipper
 from ara_spool.spool import retention as retention_mod
 from ara_spool.spool import state as state_mod
@@ -343,7 +344,7 @@ class Daemon:
                 self.ended.add(run_id)
                 self.stats.runs_ended += 1
                 log.info("run %s: finished in Ara (playbook %s, %s): %d event(s) shipped, %d quarantined",
-                         run_id, st.ids.playbook, st.final_status, st.shipped, st.quarantined)
+                         run_id, playbook_of(st), st.final_status, st.shipped, st.quarantined)
 
     def _log_summary(self, force: bool = False) -> None:
         now = time.monotonic()

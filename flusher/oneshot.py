@@ -78,7 +78,7 @@ async def flush(
             async with sem:
                 while True:
                     outcome = await RunShipper(paths, client, cfg, timeout=timeout, stop=stop,
-                                               on_progress=on_progress).run()
+                                               on_progress=on_progress, quiet_retries=True).run()
                     if outcome.status != "busy" or not wait_if_busy:
                         return outcome
                     outcome = await wait_for_holder(paths, cfg, timeout, stop)

@@ -44,6 +44,9 @@ BATCH_LINES = 500
 T = TypeVar("T")
 # While a checkpoint waits on this run (it touches the lock file), progress is saved this often.
 WATCHED_SAVE_SECONDS = 0.2
+# A stop lets the request in flight finish for this long (a working Ara answers in milliseconds:
+# the checkpoint then stays clean); a request still hanging after it is cancelled.
+STOP_GRACE_SECONDS = 0.5
 
 
 @dataclass
@@ -85,8 +88,12 @@ class RunShipper:
         poll: float = 0.05,
         parent_pid: int | None = None,
         on_progress: Callable[[str, int], None] | None = None,
+        quiet_retries: bool = False,
     ) -> None:
         self.paths = paths
+        # A one-shot sums up how it ended in one line; a daemon or follower logs an outage as it
+        # begins (each further retry only with -v).
+        self.quiet_retries = quiet_retries
         self.client = client
         self.config = config
         self.timeout = timeout or None
@@ -373,8 +380,9 @@ class RunShipper:
         if self.state is not None:
             # Let status, followers and waiting checkpoints see the trouble while we retry.
             state_mod.save(self.paths, self.state, durable=False)
-        # One line per retry only when asked (-v): the command's own summary says how it ended.
-        log.info("run %s: %s; retry %d in %.1fs", self.paths.run_id, exc, details["tries"], details["wait"])
+        first = details["tries"] == 1 and not self.quiet_retries
+        log.log(logging.WARNING if first else logging.INFO, "run %s: %s; retry %d in %.1fs",
+                self.paths.run_id, exc, details["tries"], details["wait"])
 
     def _give_up(self, _exc: Exception) -> bool:
         return self.stop.is_set() or self._past_deadline()
@@ -388,7 +396,9 @@ class RunShipper:
             state_mod.save(self.paths, st, durable=False)
 
     async def _retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
-        """attempt(), retried with backoff on transient errors; a stop cancels it at once."""
+        """attempt(), retried with backoff on transient errors; a stop cancels it after a grace."""
+        if self.stop.is_set():
+            raise _Stop("stopped", "stopped")
         retried = backoff.on_exception(
             backoff.expo, TransientError, max_time=self._remaining, max_value=self.config.max_backoff,
             jitter=backoff.full_jitter, giveup=self._give_up, on_backoff=self._on_backoff, logger=None,
@@ -397,6 +407,8 @@ class RunShipper:
             self._stop_waiter = asyncio.ensure_future(self.stop.wait())
         task = asyncio.ensure_future(retried())
         await asyncio.wait((task, self._stop_waiter), return_when=asyncio.FIRST_COMPLETED)
+        if not task.done():
+            await asyncio.wait((task,), timeout=STOP_GRACE_SECONDS)
         if not task.done():
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

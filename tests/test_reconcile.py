@@ -1,0 +1,56 @@
+"""The exactly-once policy (flusher/reconcile.py) without a server."""
+
+from __future__ import annotations
+
+from ara_spool.flusher.mapping import Call, Lookup
+from ara_spool.flusher.reconcile import Reconciler
+
+PLAYBOOK = Call("POST", "/api/v1/playbooks", {}, creates=True, lookup=Lookup("/api/v1/playbooks", {}),
+                lookup_first=True)
+RESULT = Call("POST", "/api/v1/results", {}, creates=True, lookup=Lookup("/api/v1/results", {}, min_id=50))
+HOST = Call("POST", "/api/v1/hosts", {})  # get-or-create in Ara: never looked up
+
+
+def test_a_clean_checkpoint_looks_up_only_identity_and_lost_responses():
+    rec = Reconciler("r", until=1000)
+    rec.at(10)
+    assert rec.look_first(PLAYBOOK, False) and not rec.look_first(RESULT, False) and not rec.look_first(HOST, True)
+    assert rec.look_first(RESULT, True)  # a lost response: look before sending again
+
+
+def test_after_a_crash_every_create_before_the_start_size_is_looked_up_even_after_a_miss():
+    rec = Reconciler("r", after_crash=True, until=500, floor=20)
+    rec.at(100)
+    assert rec.look_first(RESULT, False)
+    rec.missed(RESULT)  # e.g. a line the dead flusher quarantined: the next lines may still be in Ara
+    rec.at(200)
+    assert rec.look_first(RESULT, False)
+    assert rec.lookup(RESULT).min_id == 20  # above the floor, not above what this flusher created
+    rec.at(500)  # written after this flusher started: no earlier flusher can have shipped it
+    assert not rec.look_first(RESULT, False) and rec.lookup(RESULT).min_id == 50
+
+
+def test_no_checkpoint_here_reconciles_the_whole_run_only_if_ara_has_its_playbook():
+    rec = Reconciler("r", fresh=True, until=500)
+    rec.at(0)
+    assert not rec.look_first(RESULT, False)
+    rec.found(PLAYBOOK)
+    assert rec.look_first(RESULT, False)
+    new = Reconciler("r", fresh=True, until=500)
+    new.missed(PLAYBOOK)  # a run new to this Ara
+    assert not new.look_first(RESULT, False)
+
+
+def test_uncertain_while_a_create_may_be_stored_without_our_knowing():
+    rec = Reconciler("r")
+    rec.sending(RESULT)
+    assert rec.uncertain
+    rec.failed(RESULT, ambiguous=False)  # refused before it left: cannot be in Ara
+    assert not rec.uncertain
+    rec.sending(RESULT)
+    rec.failed(RESULT, ambiguous=True)
+    assert rec.uncertain
+    rec.answered()
+    assert not rec.uncertain
+    rec.sending(HOST)
+    assert not rec.uncertain  # get-or-create: replaying it is harmless
