@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # the benches reuse the tests' helpers (tests/ara.py); ara_spool is installed
+    sys.path.insert(0, str(ROOT))
 
 from ara_spool.spool import writer  # noqa: E402
 
