@@ -36,8 +36,9 @@ class Requester(Protocol):
 
 
 class Reconciler:
-    """Whether the next create must be looked up first, and whether a create may be in Ara
-    without us knowing its id (`uncertain`: the checkpoint must then not say clean)."""
+    """Whether a create must be looked up before it is sent, and whether a create may be in Ara
+    without us knowing its id (`uncertain`: the checkpoint must then not say clean). Several
+    creates may be in flight at once (flusher/shipper.py's window): each reports on its own."""
 
     def __init__(self, run_id: str, *, after_crash: bool = False, fresh: bool = False, until: int = 0,
                  floor: int = 0) -> None:
@@ -46,27 +47,27 @@ class Reconciler:
         self.confirmed = after_crash  # the run is in this Ara (fresh: its playbook lookup decides)
         self.undecided = fresh
         self.floor = floor  # highest result id known before reconciling
-        self.offset = 0  # the line being shipped
-        self.uncertain = False
-
-    def at(self, offset: int) -> None:
-        self.offset = offset
+        self._open = 0  # creates sent and not answered yet
+        self._dangling = 0  # creates whose answer was lost and not resolved since
 
     @property
-    def active(self) -> bool:
-        return self.confirmed and self.offset < self.until
+    def uncertain(self) -> bool:
+        return self._open > 0 or self._dangling > 0
 
-    def look_first(self, call: Call, ambiguous: bool) -> bool:
-        return call.lookup is not None and (call.lookup_first or ambiguous or self.active)
+    def active(self, offset: int) -> bool:
+        """Creates of the line at `offset` may be in Ara already."""
+        return self.confirmed and offset < self.until
 
-    def lookup(self, call: Call) -> Lookup:
+    def look_first(self, call: Call, ambiguous: bool, offset: int) -> bool:
+        return call.lookup is not None and (call.lookup_first or ambiguous or self.active(offset))
+
+    def lookup(self, call: Call, offset: int) -> Lookup:
         assert call.lookup is not None
-        if self.active and call.lookup.min_id > self.floor:
+        if self.active(offset) and call.lookup.min_id > self.floor:
             return replace(call.lookup, min_id=self.floor)
         return call.lookup
 
     def found(self, call: Call) -> None:
-        self.uncertain = False
         if call.lookup_first and self.undecided:
             self.undecided = False
             self.confirmed = True
@@ -78,13 +79,18 @@ class Reconciler:
             self.undecided = False  # a run new to this Ara: nothing of it can be there yet
 
     def sending(self, call: Call) -> None:
-        self.uncertain = call.creates
+        if call.creates:
+            self._open += 1
 
-    def answered(self) -> None:
-        self.uncertain = False
+    def answered(self, call: Call, *, stored_unknown: bool = False) -> None:
+        """The create got an answer (`stored_unknown`: none that says whether Ara stored it)."""
+        if call.creates:
+            self._open -= 1
+            self._dangling += stored_unknown
 
-    def failed(self, call: Call, ambiguous: bool) -> None:
-        self.uncertain = call.creates and ambiguous
+    def resolved(self) -> None:
+        """A create whose answer was lost is settled: found in Ara, or refused, or stored now."""
+        self._dangling -= 1
 
 
 async def find(client: Requester, lookup: Lookup) -> dict[str, Any] | None:

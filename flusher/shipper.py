@@ -246,7 +246,6 @@ class RunShipper:
             for line in lines:
                 if self.stop.is_set():
                     raise _Stop("stopped", "stopped")
-                self.reconciler.at(line.offset)
                 await self._handle(line, hints)
                 st.offset = line.end
                 self._since_ckpt += 1
@@ -334,7 +333,7 @@ class RunShipper:
         try:
             call = next(gen)
             while True:
-                response = await self._execute(call)
+                response = await self._execute(call, line.offset)
                 call = gen.send(response)
         except StopIteration:
             pass
@@ -425,19 +424,21 @@ class RunShipper:
         except ServerError as exc:
             raise _Stop("server", str(exc)) from None
 
-    async def _execute(self, call: Call) -> dict[str, Any]:
+    async def _execute(self, call: Call, offset: int) -> dict[str, Any]:
+        """One call of the line at `offset`: looked up first when it may be in Ara already."""
         rec = self.reconciler
         ambiguous = False
 
         async def attempt() -> dict[str, Any]:
             nonlocal ambiguous
-            if rec.look_first(call, ambiguous):
-                assert call.lookup is not None
+            if rec.look_first(call, ambiguous, offset):
                 self._requests += 1
-                found = await find(self.client, rec.lookup(call))
+                found = await find(self.client, rec.lookup(call, offset))
                 self._answered()
                 if found is not None:
                     rec.found(call)
+                    if ambiguous and call.creates:
+                        rec.resolved()
                     return found
                 rec.missed(call)
             rec.sending(call)
@@ -445,13 +446,17 @@ class RunShipper:
                 self._requests += 1
                 response = await self.client.request(call.method, call.path, call.body)
             except (TransientError, ServerError) as exc:
+                rec.answered(call, stored_unknown=exc.ambiguous and not ambiguous)
                 ambiguous = ambiguous or exc.ambiguous
-                rec.failed(call, ambiguous)
                 raise
             except AraError:
-                rec.answered()
+                rec.answered(call)
+                if ambiguous and call.creates:
+                    rec.resolved()
                 raise
-            rec.answered()
+            rec.answered(call)
+            if ambiguous and call.creates:
+                rec.resolved()
             self._answered()
             return response
 

@@ -13,44 +13,41 @@ HOST = Call("POST", "/api/v1/hosts", {})  # get-or-create in Ara: never looked u
 
 def test_a_clean_checkpoint_looks_up_only_identity_and_lost_responses():
     rec = Reconciler("r", until=1000)
-    rec.at(10)
-    assert rec.look_first(PLAYBOOK, False) and not rec.look_first(RESULT, False) and not rec.look_first(HOST, True)
-    assert rec.look_first(RESULT, True)  # a lost response: look before sending again
+    assert rec.look_first(PLAYBOOK, False, 10)
+    assert not rec.look_first(RESULT, False, 10) and not rec.look_first(HOST, True, 10)
+    assert rec.look_first(RESULT, True, 10)  # a lost response: look before sending again
 
 
 def test_after_a_crash_every_create_before_the_start_size_is_looked_up_even_after_a_miss():
     rec = Reconciler("r", after_crash=True, until=500, floor=20)
-    rec.at(100)
-    assert rec.look_first(RESULT, False)
+    assert rec.look_first(RESULT, False, 100)
     rec.missed(RESULT)  # e.g. a line the dead flusher quarantined: the next lines may still be in Ara
-    rec.at(200)
-    assert rec.look_first(RESULT, False)
-    assert rec.lookup(RESULT).min_id == 20  # above the floor, not above what this flusher created
-    rec.at(500)  # written after this flusher started: no earlier flusher can have shipped it
-    assert not rec.look_first(RESULT, False) and rec.lookup(RESULT).min_id == 50
+    assert rec.look_first(RESULT, False, 200)
+    assert rec.lookup(RESULT, 200).min_id == 20  # above the floor, not above what this flusher created
+    # Written after this flusher started: no earlier flusher can have shipped it.
+    assert not rec.look_first(RESULT, False, 500) and rec.lookup(RESULT, 500).min_id == 50
 
 
 def test_no_checkpoint_here_reconciles_the_whole_run_only_if_ara_has_its_playbook():
     rec = Reconciler("r", fresh=True, until=500)
-    rec.at(0)
-    assert not rec.look_first(RESULT, False)
+    assert not rec.look_first(RESULT, False, 0)
     rec.found(PLAYBOOK)
-    assert rec.look_first(RESULT, False)
+    assert rec.look_first(RESULT, False, 0)
     new = Reconciler("r", fresh=True, until=500)
     new.missed(PLAYBOOK)  # a run new to this Ara
-    assert not new.look_first(RESULT, False)
+    assert not new.look_first(RESULT, False, 0)
 
 
-def test_uncertain_while_a_create_may_be_stored_without_our_knowing():
+def test_uncertain_while_any_create_may_be_stored_without_our_knowing():
     rec = Reconciler("r")
     rec.sending(RESULT)
+    rec.sending(RESULT)  # two in flight (a window)
     assert rec.uncertain
-    rec.failed(RESULT, ambiguous=False)  # refused before it left: cannot be in Ara
-    assert not rec.uncertain
-    rec.sending(RESULT)
-    rec.failed(RESULT, ambiguous=True)
+    rec.answered(RESULT)
+    assert rec.uncertain  # the other is still out
+    rec.answered(RESULT, stored_unknown=True)  # its answer was lost
     assert rec.uncertain
-    rec.answered()
+    rec.resolved()  # found in Ara, or sent again and answered
     assert not rec.uncertain
     rec.sending(HOST)
     assert not rec.uncertain  # get-or-create: replaying it is harmless
