@@ -46,6 +46,8 @@ def _config(args: argparse.Namespace) -> Config:
         cfg.timeout = args.api_timeout
     if getattr(args, "concurrency", None):
         cfg.concurrency = args.concurrency
+    if getattr(args, "window", None):
+        cfg.window = args.window
     cfg.check()
     return cfg
 
@@ -266,7 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="follow one live run (--run) until its run_end is shipped (the in-play flusher)")
     f.add_argument("--follow", action="store_true", help="daemon: ship every run as it grows, until SIGTERM")
     f.add_argument("--no-wait", action="store_true", help="return at once if another flusher holds a run")
-    f.add_argument("--concurrency", type=int, help="runs shipped at once (default 4)")
+    f.add_argument("--concurrency", type=int, help="runs shipped at once (default $ARA_SPOOL_CONCURRENCY or 4)")
+    f.add_argument("--window", type=int, help="requests in flight per run, one per host (default $ARA_SPOOL_WINDOW "
+                   "or 16; 1: one at a time)")
     g = f.add_argument_group("daemon (--follow)")
     g.add_argument("--poll", type=float, default=0.5, help="seconds between looks at the spool dir (default 0.5)")
     g.add_argument("--max-backoff", type=float,

@@ -90,6 +90,7 @@ class AraClient:
         self._closing_session: aiohttp.ClientSession | None = None
         self._session_args: dict[str, Any] = {}
         self._ssl: ssl.SSLContext | bool = True
+        self._inflight: asyncio.Semaphore | None = None  # the bound across runs (max_inflight)
         self._checked_server = False  # the API root answered as Ara's, once per process
         self.checked_playbooks: set[tuple[str, int]] = set()  # (run, playbook id) found labelled so
 
@@ -109,6 +110,7 @@ class AraClient:
             pair = f"{cfg.username}:{cfg.password or ''}".encode()
             headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
         self._ssl = ssl_opt
+        self._inflight = asyncio.Semaphore(max(1, cfg.max_inflight))
         self._session_args = dict(
             base_url=cfg.server + "/",
             headers=headers,
@@ -117,7 +119,7 @@ class AraClient:
             raise_for_status=False,
         )
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(ssl=ssl_opt, limit=max(4, cfg.concurrency * 2)), **self._session_args)
+            connector=aiohttp.TCPConnector(ssl=ssl_opt, limit=max(4, cfg.max_inflight)), **self._session_args)
         return self
 
     def _current(self) -> aiohttp.ClientSession:
@@ -141,8 +143,9 @@ class AraClient:
         session = self._current()
         self.requests += 1
         where = f"{method} {self.config.display_server}{path}"
+        assert self._inflight is not None
         try:
-            async with session.request(method, path.lstrip("/"), json=body, params=params,
+            async with self._inflight, session.request(method, path.lstrip("/"), json=body, params=params,
                                        allow_redirects=False) as resp:
                 text = await resp.text(errors="replace")
                 if resp.headers.get("Server", "").startswith("WSGIServer/"):

@@ -80,6 +80,8 @@ class Config:
     timeout: float = 30.0
     spool_dir: Path = field(default_factory=default_spool_dir)
     concurrency: int = 4
+    window: int = 16  # requests in flight per run (one per host lane); 1: strictly one at a time
+    max_inflight: int = 64  # requests in flight across all runs of one flusher
     max_backoff: float = 30.0
     checkpoint_every: int = 100  # events between checkpoints (and at most every checkpoint_seconds)
     checkpoint_seconds: float = 1.0
@@ -97,6 +99,8 @@ class Config:
             timeout=_number("ARA_API_TIMEOUT", 30.0),
             spool_dir=default_spool_dir(),
             concurrency=int(_number("ARA_SPOOL_CONCURRENCY", 4)),
+            window=int(_number("ARA_SPOOL_WINDOW", 16)),
+            max_inflight=int(_number("ARA_SPOOL_MAX_INFLIGHT", 64)),
             checkpoint_every=int(_number("ARA_SPOOL_CHECKPOINT_EVERY", 100)),
         )
         cfg.check()

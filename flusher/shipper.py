@@ -21,6 +21,7 @@ import contextlib
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -47,6 +48,26 @@ WATCHED_SAVE_SECONDS = 0.2
 # A stop lets the request in flight finish for this long (a working Ara answers in milliseconds:
 # the checkpoint then stays clean); a request still hanging after it is cancelled.
 STOP_GRACE_SECONDS = 0.5
+
+
+API = "/api/v1"
+RESULTS = f"{API}/results"
+HOST_PATHS = (f"{API}/hosts", RESULTS)  # a result's own calls: its host (get-or-create) and itself
+LANED = ("result", "event")  # events that ship in their host's lane when the window is > 1
+
+
+def _lane_of(event: dict[str, Any]) -> str:
+    body = event["result"] if event["kind"] == "result" else event["event"]
+    return str(body["host"])
+
+
+@dataclass
+class _Entry:
+    """A line in flight (window > 1)."""
+
+    line: Line
+    done: bool = False
+    result_id: int | None = None
 
 
 @dataclass
@@ -116,6 +137,14 @@ class RunShipper:
         self._held: dict[int, float] = {}  # offset of a held task_start -> when first held
         self._ended_for_parent = False
         self._stop_waiter: asyncio.Future[Any] | None = None
+        # The window (window > 1): lines in flight in spool order, lanes by host, a stop from a lane.
+        self.window = max(1, config.window)
+        self._window: deque[_Entry] = deque()
+        self._slots = asyncio.Semaphore(self.window)
+        self._lanes: dict[str, asyncio.Future[None]] = {}
+        self._running: set[asyncio.Future[None]] = set()
+        self._halt: _Stop | None = None
+        self._committed_last = 0  # highest result id below the low-water mark
 
     # -- the loop ---------------------------------------------------------------------------
     async def run(self) -> Outcome:
@@ -137,6 +166,7 @@ class RunShipper:
             st = self.state
             fresh = st.fresh
             self.ids = AraIds.bind(st)
+            self._committed_last = self.ids.last_result
             self.reconciler = Reconciler(st.run_id, after_crash=not st.clean, fresh=fresh,
                                          until=self.paths.spool_size(), floor=self.ids.last_result)
             if not st.clean:
@@ -162,14 +192,16 @@ class RunShipper:
                 outcome = Outcome(st.run_id, "error", message=str(exc))
                 self._record_error(str(exc))
             finally:
+                await self._abandon()
                 if self._stop_waiter is not None:
                     self._stop_waiter.cancel()
-                st.clean = not self.reconciler.uncertain
+                # Lines still in flight may have reached Ara: the next flusher reconciles them.
+                st.clean = not self.reconciler.uncertain and not self._window
                 st.requests += self._requests - self._requests_saved
                 self._requests_saved = self._requests
                 st.updated = now_iso()
                 try:
-                    state_mod.save(self.paths, st)
+                    self._save()
                 except OSError as exc:
                     # The last durable checkpoint says clean=false: the next flusher reconciles.
                     log.error("run %s: cannot save the run's state: %s", st.run_id, exc)
@@ -211,6 +243,7 @@ class RunShipper:
             st.offset = st.shipped = 0
             st.ended, st.final_status, st.sink = False, None, {}
             self.ids = AraIds.bind(st)
+            self._committed_last = 0
             self.reconciler = Reconciler(st.run_id, fresh=True, until=self.paths.spool_size())
             return
         self.client.checked_playbooks.add(key)
@@ -218,13 +251,16 @@ class RunShipper:
     async def _loop(self) -> None:
         st = self.state
         assert st is not None
+        cursor = st.offset  # the next line to read: ahead of st.offset while a window is in flight
         while True:
             if self.stop.is_set():
+                await self._settle()
                 raise _Stop("stopped", "stopped")
-            lines = [line async for line in aread_lines(self.paths.spool, st.offset, BATCH_LINES)]
+            lines = [line async for line in aread_lines(self.paths.spool, cursor, BATCH_LINES)]
             if self.until_end and len(lines) < BATCH_LINES:
                 lines = lines[: self._hold_point(lines)]
             if not lines:
+                await self._settle()
                 if self.until_end and not st.ended and self._orphaned() and not self._ended_for_parent:
                     # The run's ansible-playbook died (SIGKILL) without a run_end: record that it
                     # ended, as Ara's "expired", so the playbook does not stay "running" forever.
@@ -245,11 +281,16 @@ class RunShipper:
             })
             for line in lines:
                 if self.stop.is_set():
+                    await self._settle()
                     raise _Stop("stopped", "stopped")
-                await self._handle(line, hints)
-                st.offset = line.end
-                self._since_ckpt += 1
-                self._checkpoint()
+                if self.window > 1:
+                    await self._dispatch(line, hints)
+                else:
+                    await self._handle(line, hints)
+                    st.offset = line.end
+                    self._since_ckpt += 1
+                    self._checkpoint()
+                cursor = line.end
 
     def _hold_point(self, lines: list[Line]) -> int:
         """Following a live run: stop before a task whose end is not spooled yet, for at most
@@ -300,6 +341,20 @@ class RunShipper:
         since = max(self._last_progress, self._orphaned_at or 0.0)
         return max(0.001, self.timeout - (time.monotonic() - since))
 
+    def _save(self, durable: bool = True) -> None:
+        """Write the checkpoint. With a window, the highest result id it records is the highest
+        below the low-water mark: results above it are reconciled after a crash, and a lookup's
+        floor must not pass them."""
+        st = self.state
+        assert st is not None
+        moving = self.ids.last_result
+        if self.window > 1:
+            self.ids.last_result = self._committed_last
+        try:
+            state_mod.save(self.paths, st, durable=durable)
+        finally:
+            self.ids.last_result = moving
+
     def _checkpoint(self, force: bool = False) -> None:
         st = self.state
         assert st is not None
@@ -313,7 +368,7 @@ class RunShipper:
             self._requests_saved = self._requests
             st.updated = now_iso()
             # A waiting checkpoint sees progress at once; durability stays on the regular cadence.
-            state_mod.save(self.paths, st, durable=bool(due))
+            self._save(durable=bool(due))
             if due:
                 self._since_ckpt = 0
             self._last_ckpt = now
@@ -344,6 +399,11 @@ class RunShipper:
             # ArithmeticError: e.g. a duration of 1e400 or one that reaches before year 1.
             self._quarantine(line, f"cannot map event to Ara: {type(exc).__name__}: {exc}")
             return
+        self._count_shipped(event)
+
+    def _count_shipped(self, event: dict[str, Any]) -> None:
+        st = self.state
+        assert st is not None
         st.shipped += 1
         self._shipped += 1
         if event["kind"] == "run_end":
@@ -354,6 +414,110 @@ class RunShipper:
             st.final_status = None
         if self.on_progress:
             self.on_progress(st.run_id, 1)
+
+    # -- a window of lines in flight (window > 1) ---------------------------------------------
+    # Lines are read and planned in spool order by the loop (the dispatcher). A result's shared
+    # parents (playbook, play, file, task) are created by the dispatcher itself, before the
+    # result goes out: every task's and play's row precedes its results. The result (with its
+    # host) then ships in its host's lane: one request in flight per host, a host's results in
+    # spool order, at most `window` lanes busy at once. A PATCH (a task's, play's, host's or the
+    # run's end) waits until every result in flight is answered. The checkpoint's offset is the
+    # low-water mark: every line before it is answered; after a crash, the lines above it are
+    # reconciled (flusher/reconcile.py looks up every create of them, not only up to a miss).
+
+    async def _dispatch(self, line: Line, hints: Hints) -> None:
+        if self._halt is not None:
+            await self._settle()
+        st = self.state
+        assert st is not None
+        entry = _Entry(line)
+        self._window.append(entry)
+        event = line.event
+        if event is None or event["run"] != st.run_id:
+            why = line.error or "bad line" if event is None else \
+                f"event of run {event['run']!r} in the spool of run {st.run_id!r}"
+            self._quarantine(line, why)
+            self._complete(entry)
+            return
+        gen = plan(event, self.ids, hints)
+        try:
+            call = next(gen)
+            while True:
+                if event["kind"] in LANED and call.method == "POST" and call.path in HOST_PATHS:
+                    await self._spawn(_lane_of(event), entry, gen, call)
+                    return
+                if call.method == "PATCH":
+                    await self._settle()
+                response = await self._execute(call, line.offset)
+                call = gen.send(response)
+        except StopIteration:
+            self._count_shipped(event)
+        except PermanentError as exc:
+            self._quarantine(line, f"Ara refused it: {exc}")
+        except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
+            self._quarantine(line, f"cannot map event to Ara: {type(exc).__name__}: {exc}")
+        self._complete(entry)
+
+    async def _spawn(self, lane: str, entry: _Entry, gen: Any, call: Call) -> None:
+        await self._slots.acquire()  # the window: the dispatcher waits while `window` lanes are busy
+        task = asyncio.ensure_future(self._lane(self._lanes.get(lane), entry, gen, call))
+        self._lanes[lane] = task
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def _lane(self, before: asyncio.Future[None] | None, entry: _Entry, gen: Any, call: Call) -> None:
+        try:
+            if before is not None and not before.done():
+                await asyncio.wait((before,))  # this host's earlier result goes first
+            if self._halt is not None:
+                return
+            while True:
+                response = await self._execute(call, entry.line.offset)
+                if call.path == RESULTS:
+                    entry.result_id = response.get("id")
+                call = gen.send(response)
+        except StopIteration:
+            assert entry.line.event is not None
+            self._count_shipped(entry.line.event)
+            self._complete(entry)
+        except PermanentError as exc:
+            self._quarantine(entry.line, f"Ara refused it: {exc}")
+            self._complete(entry)
+        except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
+            self._quarantine(entry.line, f"cannot map event to Ara: {type(exc).__name__}: {exc}")
+            self._complete(entry)
+        except _Stop as stop:
+            self._halt = self._halt or stop
+        except OSError as exc:
+            self._halt = self._halt or _Stop("error", str(exc))
+        finally:
+            self._slots.release()
+
+    async def _settle(self) -> None:
+        """Wait until every line in flight is answered; a lane's stop becomes the run's."""
+        while self._running:
+            await asyncio.wait(set(self._running))
+        if self._halt is not None:
+            raise self._halt
+
+    async def _abandon(self) -> None:
+        """The run stops: cancel what is still in flight (its creates count as uncertain)."""
+        running = list(self._running)
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+
+    def _complete(self, entry: _Entry) -> None:
+        entry.done = True
+        st = self.state
+        assert st is not None
+        while self._window and self._window[0].done:
+            done = self._window.popleft()
+            st.offset = done.line.end
+            if done.result_id is not None:
+                self._committed_last = max(self._committed_last, done.result_id)
+            self._since_ckpt += 1
+        self._checkpoint()
 
     def _quarantine(self, line: Line, reason: str) -> None:
         st = self.state
@@ -378,7 +542,7 @@ class RunShipper:
         self._record_error(str(exc))
         if self.state is not None:
             # Let status, followers and waiting checkpoints see the trouble while we retry.
-            state_mod.save(self.paths, self.state, durable=False)
+            self._save(durable=False)
         first = details["tries"] == 1 and not self.quiet_retries
         log.log(logging.WARNING if first else logging.INFO, "run %s: %s; retry %d in %.1fs",
                 self.paths.run_id, exc, details["tries"], details["wait"])
@@ -392,7 +556,7 @@ class RunShipper:
         if st is not None and st.last_error:
             # Ara answers again: followers and waiting checkpoints must not see a stale error.
             st.last_error = st.first_error_at = None
-            state_mod.save(self.paths, st, durable=False)
+            self._save(durable=False)
 
     async def _retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
         """attempt(), retried with backoff on transient errors; a stop cancels it after a grace."""
@@ -405,9 +569,13 @@ class RunShipper:
         if self._stop_waiter is None:
             self._stop_waiter = asyncio.ensure_future(self.stop.wait())
         task = asyncio.ensure_future(retried())
-        await asyncio.wait((task, self._stop_waiter), return_when=asyncio.FIRST_COMPLETED)
-        if not task.done():
-            await asyncio.wait((task,), timeout=STOP_GRACE_SECONDS)
+        try:
+            await asyncio.wait((task, self._stop_waiter), return_when=asyncio.FIRST_COMPLETED)
+            if not task.done():
+                await asyncio.wait((task,), timeout=STOP_GRACE_SECONDS)
+        except asyncio.CancelledError:
+            task.cancel()  # the run is abandoning its window: the request goes too
+            raise
         if not task.done():
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -74,3 +74,35 @@ def emit_events(spool_dir: Path, run_id: str, n: int, hosts: int = 3) -> list[di
                            spool_dir=spool_dir)
         out.append(ev)
     return out
+
+
+def host_of(spooled: dict[str, Any]) -> str:
+    """The host of a spooled result (spool_run) or explicit event (emit_events)."""
+    return spooled["event"]["host"] if "event" in spooled else spooled["host"]
+
+
+def per_host(pairs: list[tuple[str, Any]]) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {}
+    for host, value in pairs:
+        out.setdefault(host, []).append(value)
+    return out
+
+
+def ara_per_host(ara: Any, run_id: str, key: str = "ended") -> dict[str, list[datetime]]:
+    """Ara's results of a run, per host in id order: that host's `key` times."""
+    from ara_spool.spool.schema import parse_time
+
+    pb = ara.playbook_for(run_id)
+    hosts = {h["id"]: h["name"] for h in ara.all("hosts", playbook=pb["id"])}
+    return per_host([(hosts[r["host"]], parse_time(r[key])) for r in ara.results(pb["id"])])
+
+
+def assert_once_in_host_order(ara: Any, run_id: str, want: list[tuple[str, str]], key: str = "ended") -> None:
+    """Every spooled (host, time) is in Ara exactly once, and per host in spool order (Ara's ids
+    follow it). Across hosts, a window ships in completion order: not compared."""
+    from ara_spool.spool.schema import parse_time
+
+    got = ara_per_host(ara, run_id, key)
+    expected = per_host([(h, parse_time(t)) for h, t in want])
+    assert sum(map(len, got.values())) == len(want), f"{run_id}: {sum(map(len, got.values()))} results for {len(want)}"
+    assert got == expected, f"{run_id}: per-host order differs"

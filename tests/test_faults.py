@@ -11,12 +11,11 @@ import time
 import pytest
 from ara_spool.flusher import oneshot
 from ara_spool.flusher.config import Config
-from ara_spool.spool import schema
 from ara_spool.spool.paths import RunPaths
 from ara_spool.spool.state import load
 
 from tests.faultproxy import FaultProxy, Rule
-from tests.runs import emit_events, spool_run
+from tests.runs import assert_once_in_host_order, emit_events, host_of, spool_run
 
 
 @pytest.fixture
@@ -33,16 +32,15 @@ def proxied(cfg: Config, proxy: FaultProxy, **kw) -> Config:
     return c
 
 
-def assert_exactly_once(ara, run_id, spooled_ts):
-    results = ara.results(ara.playbook_for(run_id)["id"])
-    assert len(results) == len(spooled_ts), f"{len(results)} results in Ara for {len(spooled_ts)} spooled"
-    assert [schema.parse_time(r["ended"]) for r in results] == [schema.parse_time(t) for t in spooled_ts]
+def assert_exactly_once(ara, run_id, spooled):
+    """Each spooled result or event once in Ara, per host in spool order (the window is on)."""
+    assert_once_in_host_order(ara, run_id, [(host_of(x), x["ts"] if "event" in x else x["ended"]) for x in spooled])
 
 
 async def test_lost_responses_make_no_duplicates(cfg, ara, proxy):
     """Ara commits, the response never arrives: the flusher finds the row instead of re-posting."""
     run_id = "lost-1"
-    spooled = spool_run(cfg.spool_dir, run_id, hosts=3, tasks=8)
+    spooled = spool_run(cfg.spool_dir, run_id, hosts=10, tasks=8)
     proxy.rules = [Rule("lose", "POST", "/api/v1/results", every=3),
                    Rule("lose", "POST", "/api/v1/tasks", every=2),
                    Rule("lose", "POST", "/api/v1/plays"),
@@ -50,7 +48,7 @@ async def test_lost_responses_make_no_duplicates(cfg, ara, proxy):
     [outcome] = await oneshot.flush(proxied(cfg, proxy), [run_id], timeout=60)
     assert outcome.status == "done", outcome.message
     assert proxy.count("POST", "/api/v1/results", "lose") == 8
-    assert_exactly_once(ara, run_id, [r["ended"] for r in spooled])
+    assert_exactly_once(ara, run_id, spooled)
     pb = ara.playbook_for(run_id)
     assert len(ara.all("tasks", playbook=pb["id"])) == 8
     assert len(ara.all("plays", playbook=pb["id"])) == 1
@@ -63,7 +61,7 @@ async def test_slow_responses_past_the_timeout_make_no_duplicates(cfg, ara, prox
     [outcome] = await oneshot.flush(proxied(cfg, proxy, timeout=1), [run_id], timeout=60)
     assert outcome.status == "done", outcome.message
     assert proxy.count("POST", "/api/v1/results", "delay") >= 3
-    assert_exactly_once(ara, run_id, [e["ts"] for e in events])
+    assert_exactly_once(ara, run_id, events)
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 429])
@@ -74,7 +72,7 @@ async def test_transient_bursts_are_retried(cfg, ara, proxy, status):
     [outcome] = await oneshot.flush(proxied(cfg, proxy), [run_id], timeout=60)
     assert outcome.status == "done" and outcome.quarantined == 0
     assert proxy.count("POST", "/api/v1/results", "respond") == 4
-    assert_exactly_once(ara, run_id, [e["ts"] for e in events])
+    assert_exactly_once(ara, run_id, events)
 
 
 async def test_connection_refused_then_back(cfg, ara, proxy, spool_dir):
@@ -90,7 +88,7 @@ async def test_connection_refused_then_back(cfg, ara, proxy, spool_dir):
     assert st.offset == 0 and st.last_error and st.clean
     [outcome] = await oneshot.flush(cfg, [run_id], timeout=60)
     assert outcome.status == "done"
-    assert_exactly_once(ara, run_id, [e["ts"] for e in events])
+    assert_exactly_once(ara, run_id, events)
 
 
 async def test_dropped_requests_are_resent(cfg, ara, proxy):
@@ -99,7 +97,7 @@ async def test_dropped_requests_are_resent(cfg, ara, proxy):
     proxy.rules = [Rule("drop", "POST", "/api/v1/results", every=2)]
     [outcome] = await oneshot.flush(proxied(cfg, proxy), [run_id], timeout=60)
     assert outcome.status == "done"
-    assert_exactly_once(ara, run_id, [e["ts"] for e in events])
+    assert_exactly_once(ara, run_id, events)
 
 
 async def test_one_refused_event_is_quarantined_and_the_rest_go_on(cfg, ara, proxy):
@@ -108,7 +106,7 @@ async def test_one_refused_event_is_quarantined_and_the_rest_go_on(cfg, ara, pro
     proxy.rules = [Rule("respond", "POST", "/api/v1/results", times=1, status=413, body="Request Entity Too Large")]
     [outcome] = await oneshot.flush(proxied(cfg, proxy), [run_id], timeout=60)
     assert outcome.status == "done" and outcome.quarantined == 1
-    assert_exactly_once(ara, run_id, [e["ts"] for e in events[1:]])
+    assert_exactly_once(ara, run_id, events[1:])
     [rec] = [json.loads(x) for x in (cfg.spool_dir / f"{run_id}.rejected.jsonl").read_text().splitlines()]
     assert "413" in rec["reason"] and json.loads(rec["raw"])["seq"] == events[0]["seq"]
 

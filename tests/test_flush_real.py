@@ -24,8 +24,10 @@ def shown_status(r):
 
 
 async def test_full_run_lands_as_spooled(cfg, ara, spool_dir):
+    """With a window of 1 (one request at a time, as before lanes): Ara's ids follow spool order."""
     run_id = "run-full-1"
     spooled = spool_run(spool_dir, run_id, hosts=3, tasks=6, plays=2)
+    cfg.window = 1
     [outcome] = await oneshot.flush(cfg, [run_id], timeout=60)
     assert outcome.status == "done" and outcome.quarantined == 0
 
@@ -162,3 +164,28 @@ async def test_explicit_event_duration_sets_started(cfg, ara, spool_dir):
     [r] = ara.results(ara.playbook_for(run_id)["id"])
     assert schema.parse_time(r["ended"]) - schema.parse_time(r["started"]) == timedelta(seconds=0.25)
     assert schema.parse_time(r["ended"]) == schema.parse_time(ev["ts"])
+
+
+async def test_window_keeps_each_hosts_order_and_parents_first(cfg, ara, spool_dir):
+    """With a window (several hosts in flight): per host, Ara's ids and `started` follow spool
+    order; every task's row precedes its results; tasks and plays end after all their results."""
+    run_id = "run-window-1"
+    spooled = spool_run(spool_dir, run_id, hosts=12, tasks=5, plays=2)
+    cfg.window = 8
+    [outcome] = await oneshot.flush(cfg, [run_id], timeout=60)
+    assert outcome.status == "done" and outcome.quarantined == 0
+    pb = ara.playbook_for(run_id)
+    results = ara.results(pb["id"])
+    assert len(results) == len(spooled) == 120
+    hosts = {h["id"]: h["name"] for h in ara.all("hosts", playbook=pb["id"])}
+    tasks = {t["id"]: t for t in ara.all("tasks", playbook=pb["id"])}
+    for name in {r["host"] for r in spooled}:
+        mine = [r for r in results if hosts[r["host"]] == name]
+        want = [r for r in spooled if r["host"] == name]
+        assert [schema.parse_time(r["started"]) for r in mine] == [schema.parse_time(r["started"]) for r in want]
+        assert [tasks[r["task"]]["name"] for r in mine] == [r["task_name"] for r in want]
+    for r in results:  # each task's row was made before any of its results
+        assert schema.parse_time(tasks[r["task"]]["created"]) <= schema.parse_time(r["created"])
+    assert all(t["status"] == "completed" for t in tasks.values())
+    st = load(RunPaths.of(spool_dir, run_id))
+    assert st.clean and st.offset == RunPaths.of(spool_dir, run_id).spool_size()

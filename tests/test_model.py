@@ -4,8 +4,9 @@ Random interleavings of: appends from several writers to two runs, torn writes (
 mid-line), bad lines, flushes through a fault proxy (lost responses, 5xx, dropped requests, slow
 responses), and flusher crashes (the flush task cancelled at a random await point with its final
 checkpoint suppressed, as after a SIGKILL). The model is what Ara must hold: per run, the good
-events in spool order. After every step Ara holds a prefix of it (never a duplicate, never out of
-order); after a last clean flush, all of it, and every bad line is in the quarantine.
+events in spool order. The flusher ships with a window (8 requests in flight, 10 hosts): after
+every step Ara holds, for each host, a prefix of that host's events (never a duplicate, never out
+of order); after a last clean flush, all of it, and every bad line is in the quarantine.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 
 from tests.ara import AraAPI, free_port
 from tests.faultproxy import FaultProxy, Rule
+from tests.runs import ara_per_host, per_host
 
 # Set by the test from the session's fixtures: hypothesis builds machines without fixtures.
 ENV: dict[str, Any] = {}
@@ -82,14 +84,15 @@ class SpoolModel(RuleBasedStateMachine):
         self.spool_dir = self.dir / "spool"
         tag = uuid.uuid4().hex[:8]
         self.runs = [f"model-{tag}-{i}" for i in range(2)]
-        self.expected: dict[str, list[str]] = {r: [] for r in self.runs}  # ts of good events, spool order
+        # (host, ts) of good events, spool order
+        self.expected: dict[str, list[tuple[str, str]]] = {r: [] for r in self.runs}
         self.bad: dict[str, set[int]] = {r: set() for r in self.runs}  # offsets that must be quarantined
         self.torn: dict[str, int | None] = {r: None for r in self.runs}  # offset of a torn tail
         self.clock = datetime(2026, 3, 1, tzinfo=UTC) + timedelta(days=hash(tag) % 500)
         self.direct = Config(server=ENV["ara"], spool_dir=self.spool_dir, timeout=10, max_backoff=0.3,
-                             checkpoint_every=3)
+                             checkpoint_every=3, window=8)
         self.proxied = Config(server=ENV["proxy"].url, spool_dir=self.spool_dir, timeout=1, max_backoff=0.2,
-                              checkpoint_every=3)
+                              checkpoint_every=3, window=8)
         self.api = AraAPI(ENV["ara"])
 
     def _size(self, run: str) -> int:
@@ -105,13 +108,14 @@ class SpoolModel(RuleBasedStateMachine):
     @rule(run=st.integers(0, 1), writer_no=st.integers(0, 2), n=st.integers(1, 4))
     def append(self, run: int, writer_no: int, n: int) -> None:
         run_id = self.runs[run]
-        for _ in range(n):
+        for i in range(n):
             self.clock += timedelta(milliseconds=7)
             ts = self.clock.isoformat(timespec="microseconds")
-            writer.append(run_id, "event", {"task": f"w{writer_no}", "status": "ok", "host": f"h{writer_no}",
+            host = f"h{(writer_no * 4 + i + len(self.expected[run_id])) % 10}"
+            writer.append(run_id, "event", {"task": f"w{writer_no}", "status": "ok", "host": host,
                                             "details": {"ts": ts}}, spool_dir=self.spool_dir, ts=ts)
             self._healed(run_id)
-            self.expected[run_id].append(ts)
+            self.expected[run_id].append((host, ts))
             FIGURES["appends"] += 1
 
     @rule(run=st.integers(0, 1), cut=st.integers(1, 60))
@@ -173,20 +177,24 @@ class SpoolModel(RuleBasedStateMachine):
     def _existing(self) -> list[str]:
         return [r for r in self.runs if (self.spool_dir / f"{r}.jsonl").exists()]
 
-    def _ara(self, run: str) -> list[datetime]:
+    def _ara(self, run: str) -> dict[str, list[datetime]]:
         pbs = self.api.playbooks_for(run)
         assert len(pbs) <= 1, f"{len(pbs)} playbooks for {run}"
         if not pbs:
-            return []
-        return [schema.parse_time(r["ended"]) for r in self.api.results(pbs[0]["id"])]
+            return {}
+        return ara_per_host(self.api, run)
+
+    def _want(self, run: str) -> dict[str, list[datetime]]:
+        return per_host([(h, schema.parse_time(t)) for h, t in self.expected[run]])
 
     @invariant()
     def ara_holds_a_prefix(self) -> None:
         FIGURES["steps"] += 1
         for run in self.runs:
-            got = self._ara(run)
-            want = [schema.parse_time(t) for t in self.expected[run]]
-            assert got == want[:len(got)], f"{run}: Ara is not a prefix of the spool ({len(got)} vs {len(want)})"
+            got, want = self._ara(run), self._want(run)
+            for host, times in got.items():
+                assert times == want.get(host, [])[:len(times)], \
+                    f"{run}: Ara is not a prefix of host {host}'s events ({len(times)} vs {len(want.get(host, []))})"
 
     def teardown(self) -> None:
         try:
@@ -195,7 +203,7 @@ class SpoolModel(RuleBasedStateMachine):
                 outcomes = asyncio.run(oneshot.flush(self.direct, self._existing(), timeout=60))
                 assert all(o.status == "done" for o in outcomes), outcomes
             for run in self.runs:
-                assert self._ara(run) == [schema.parse_time(t) for t in self.expected[run]], run
+                assert self._ara(run) == self._want(run), run
                 rejected = self.spool_dir / f"{run}.rejected.jsonl"
                 offsets = [json.loads(x)["offset"] for x in rejected.read_text().splitlines()] \
                     if rejected.exists() else []
