@@ -230,7 +230,11 @@ def build_run(spool_dir: Path, run_id: str, hosts: int, tasks: int, *, plays: in
 
 
 def read_state(spool_dir: Path, run_id: str) -> dict[str, Any]:
-    return json.loads((spool_dir / f"{run_id}.state").read_text())
+    """The run's checkpoint at the destination it was shipped to last (state v2)."""
+    data = json.loads((spool_dir / f"{run_id}.state").read_text())
+    if data.get("version", 1) == 1:
+        return data
+    return data["destinations"][data["current"]]
 
 
 def run_flush(env: dict[str, str], *args: str, timeout: float = 3600) -> tuple[float, subprocess.CompletedProcess]:

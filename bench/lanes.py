@@ -1,0 +1,165 @@
+"""Results/s with a fixed delay added to every request (a WAN round trip), by host count (issue 13).
+
+A delay proxy (aiohttp, its own process) in front of a real Ara (gunicorn, 4 sync workers, sqlite)
+adds D ms to each request. For each delay and each run shape (1 x 200, 10 x 20, 50 x 4, 200 x 1
+hosts x tasks: ~200 results), alternated in one run:
+  - `ara-spool flush --window 1`   (one request at a time: the shipping before lanes)
+  - `ara-spool flush --window 16`  (the default: one lane per host, 16 in flight)
+  - a raw loop POSTing the same number of results to pre-created parents, 16 at a time (the
+    server's ceiling through the same proxy)
+Also reports the flusher's own CPU per HTTP request (getrusage of the child: user+sys / requests).
+
+    .venv/bin/python bench/lanes.py [--delays 0,10,20,50] [--shapes 1x200,10x20,50x4,200x1] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import resource
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (  # noqa: E402
+    BIN,
+    ara_server,
+    banner,
+    build_run,
+    flusher_env,
+    kill_group,
+    machine,
+    port,
+    read_state,
+    save_results,
+    table,
+    tempdir,
+    wait_http,
+)
+
+PROXY = r'''
+import asyncio, sys
+import aiohttp
+from aiohttp import web
+upstream, delay, listen = sys.argv[1], float(sys.argv[2]) / 1000, int(sys.argv[3])
+async def main():
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256))
+    async def handle(request):
+        body = await request.read()
+        await asyncio.sleep(delay)
+        async with session.request(request.method, upstream + request.path_qs, data=body,
+                                   headers={k: v for k, v in request.headers.items() if k.lower() != "host"}) as r:
+            data = await r.read()
+            return web.Response(status=r.status, body=data, content_type=r.content_type)
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", listen).start()
+    await asyncio.Event().wait()
+asyncio.run(main())
+'''
+
+
+def start_proxy(upstream: str, delay_ms: float) -> tuple[subprocess.Popen[bytes], str]:
+    p = port()
+    proc = subprocess.Popen([sys.executable, "-c", PROXY, upstream, str(delay_ms), str(p)], start_new_session=True)
+    url = f"http://127.0.0.1:{p}"
+    wait_http(url + "/api/v1/")
+    return proc, url
+
+
+async def raw_loop(url: str, hosts: int, tasks: int, inflight: int) -> float:
+    """results/s of a bare concurrent POST loop to pre-created parents (no lookups, no checkpoint)."""
+    async with aiohttp.ClientSession(url + "/api/v1/", connector=aiohttp.TCPConnector(limit=inflight)) as s:
+        async def post(path: str, body: dict[str, Any]) -> dict[str, Any]:
+            async with s.post(path, json=body) as r:
+                assert r.status == 201, (path, r.status, await r.text())
+                return await r.json()
+
+        pb = await post("playbooks", {"path": "/bench/raw.yml", "ansible_version": "2.19.0", "status": "running",
+                                      "labels": [f"run_id:raw-{uuid.uuid4()}"]})
+        play = await post("plays", {"uuid": str(uuid.uuid4()), "playbook": pb["id"], "name": "raw"})
+        f = await post("files", {"playbook": pb["id"], "path": "/bench/raw.yml", "content": "- hosts: all\n"})
+        task = await post("tasks", {"uuid": str(uuid.uuid4()), "name": "t", "action": "debug", "lineno": 1,
+                                    "handler": False, "play": play["id"], "file": f["id"], "playbook": pb["id"]})
+        host_ids = [(await post("hosts", {"name": f"host{h:03d}", "playbook": pb["id"]}))["id"] for h in range(hosts)]
+        sem = asyncio.Semaphore(inflight)
+
+        async def one(i: int) -> None:
+            async with sem:
+                await post("results", {
+                    "playbook": pb["id"], "play": play["id"], "task": task["id"], "host": host_ids[i % hosts],
+                    "status": "ok", "changed": False, "ignore_errors": False,
+                    "started": "2025-01-01T00:00:00.000000+00:00", "ended": "2025-01-01T00:00:00.001000+00:00",
+                    "content": {"msg": f"hello {i}", "changed": False}})
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(hosts * tasks)))
+        return hosts * tasks / (time.perf_counter() - t0)
+
+
+def flush(url: str, work: Path, hosts: int, tasks: int, window: int) -> tuple[float, float]:
+    """(results/s, flusher CPU ms per request) of one `ara-spool flush --window N`."""
+    spool = work / f"spool-{uuid.uuid4().hex[:8]}"
+    run_id = f"lanes-{uuid.uuid4().hex[:8]}"
+    build_run(spool, run_id, hosts, tasks)
+    env = flusher_env(url, spool)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    proc = subprocess.run([str(BIN / "ara-spool"), "flush", "--quiet", "--window", str(window), "--run", run_id],
+                          env=env, capture_output=True, text=True, timeout=3600)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise SystemExit(f"flush failed: {proc.stderr}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    requests = read_state(spool, run_id)["requests"]
+    return hosts * tasks / wall, 1000 * cpu / max(1, requests)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--delays", default="0,10,20,50")
+    ap.add_argument("--shapes", default="1x200,10x20,50x4,200x1")
+    ap.add_argument("--window", type=int, default=16)
+    ap.add_argument("--quick", action="store_true", help="delays 0,50 and shapes 1x50,10x5,50x1")
+    args = ap.parse_args()
+    if args.quick:
+        args.delays, args.shapes = "0,50", "1x50,10x5,50x1"
+    delays = [float(d) for d in args.delays.split(",")]
+    shapes = [tuple(int(x) for x in s.split("x")) for s in args.shapes.split(",")]
+    banner("lanes: results/s by added delay and hosts", machine())
+    rows, data = [], []
+    with tempdir("ara-spool-lanes-") as work, ara_server(work / "ara", workers=4) as ara:
+        for delay in delays:
+            proxy, url = start_proxy(ara.url, delay)
+            try:
+                for hosts, tasks in shapes:
+                    serial, cpu1 = flush(url, work, hosts, tasks, 1)
+                    lanes, cpu_w = flush(url, work, hosts, tasks, args.window)
+                    raw = asyncio.run(raw_loop(url, hosts, tasks, args.window))
+                    row = {"delay_ms": delay, "hosts": hosts, "tasks": tasks, "window_1": serial,
+                           f"window_{args.window}": lanes, "raw": raw, "cpu_ms_per_request_w1": cpu1,
+                           "cpu_ms_per_request_w": cpu_w}
+                    data.append(row)
+                    rows.append([f"+{delay:.0f} ms", f"{hosts}x{tasks}", f"{serial:.1f}", f"{lanes:.1f}",
+                                 f"{raw:.1f}", f"{lanes / raw:.2f}", f"{cpu1:.2f}", f"{cpu_w:.2f}"])
+                    print(" | ".join(rows[-1]), flush=True)
+            finally:
+                kill_group(proxy)
+    print(table(["delay", "hosts x tasks", "window 1 res/s", f"window {args.window} res/s", "raw res/s",
+                 "lanes/raw", "CPU ms/req w1", f"CPU ms/req w{args.window}"], rows))
+    save_results("lanes", {"rows": data, "pid": os.getpid()})
+
+
+if __name__ == "__main__":
+    main()
