@@ -73,7 +73,7 @@ def main() -> None:
     with tempdir("ara-spool-play-end-") as tmp, ara_server(tmp / "ara", workers=2) as up, \
             ara_server(tmp / "ara-login", workers=2, env={"ARA_WRITE_LOGIN_REQUIRED": "true"}) as login:
         subprocess.run([str(Path(sys.executable).parent / "ara-manage"), "createsuperuser", "--noinput",
-                        "--username", "bench", "--email", "bench@127.0.0.1"],
+                        "--username", "bench", "--email", "bench@example.com"],
                        env=dict(login.env, DJANGO_SUPERUSER_PASSWORD="bench-password"), check=True,
                        capture_output=True)
         hang = Hanging()
