@@ -145,6 +145,7 @@ class RunShipper:
         self._running: set[asyncio.Future[None]] = set()
         self._halt: _Stop | None = None
         self._committed_last = 0  # highest result id below the low-water mark
+        self._stop_deadline: float | None = None  # set at the first stop seen: the grace's end
 
     # -- the loop ---------------------------------------------------------------------------
     async def run(self) -> Outcome:
@@ -195,8 +196,9 @@ class RunShipper:
                 await self._abandon()
                 if self._stop_waiter is not None:
                     self._stop_waiter.cancel()
-                # Lines still in flight may have reached Ara: the next flusher reconciles them.
-                st.clean = not self.reconciler.uncertain and not self._window
+                # A create may be in Ara unknown to us, or lines above the low-water mark are in
+                # Ara while one before them is not: the next flusher reconciles.
+                st.clean = not self.reconciler.uncertain and not any(e.done for e in self._window)
                 st.requests += self._requests - self._requests_saved
                 self._requests_saved = self._requests
                 st.updated = now_iso()
@@ -233,7 +235,10 @@ class RunShipper:
         key = (self.paths.run_id, pb)
         if key in self.client.checked_playbooks:
             return
-        labels = await self._retrying(lambda: self.client.playbook_labels(pb))
+        async def labels_of_playbook() -> list[str] | None:  # a coroutine function: backoff retries it
+            return await self.client.playbook_labels(pb)
+
+        labels = await self._retrying(labels_of_playbook)
         if labels is None or run_label(self.paths.run_id).lower() not in {x.lower() for x in labels}:
             st = self.state
             assert st is not None
@@ -559,9 +564,9 @@ class RunShipper:
             self._save(durable=False)
 
     async def _retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
-        """attempt(), retried with backoff on transient errors; a stop cancels it after a grace."""
-        if self.stop.is_set():
-            raise _Stop("stopped", "stopped")
+        """attempt(), retried with backoff on transient errors. A stop gives what is in flight, or
+        queued in a lane before the stop, until a shared deadline (STOP_GRACE_SECONDS after the
+        stop) to finish; then it is cancelled."""
         retried = backoff.on_exception(
             backoff.expo, TransientError, max_time=self._remaining, max_value=self.config.max_backoff,
             jitter=backoff.full_jitter, giveup=self._give_up, on_backoff=self._on_backoff, logger=None,
@@ -572,7 +577,9 @@ class RunShipper:
         try:
             await asyncio.wait((task, self._stop_waiter), return_when=asyncio.FIRST_COMPLETED)
             if not task.done():
-                await asyncio.wait((task,), timeout=STOP_GRACE_SECONDS)
+                if self._stop_deadline is None:
+                    self._stop_deadline = time.monotonic() + STOP_GRACE_SECONDS
+                await asyncio.wait((task,), timeout=max(0.0, self._stop_deadline - time.monotonic()))
         except asyncio.CancelledError:
             task.cancel()  # the run is abandoning its window: the request goes too
             raise
