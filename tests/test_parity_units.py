@@ -43,7 +43,8 @@ def test_arguments_are_censored_and_labels_follow_ara_default():
 
 
 def test_ignored_files_match_substrings_and_regexes_and_the_local_temp_dir():
-    patterns = parity.FilePatterns([".ansible/tmp", "regex:sec(ret)?s\\.yml$", "regex:("], "/home/u/tmpdir/ansible-local-1")
+    patterns = parity.FilePatterns([".ansible/tmp", "regex:sec(ret)?s\\.yml$", "regex:("],
+                                   "/home/u/tmpdir/ansible-local-1")
     assert patterns.match("/home/u/tmpdir/x.yml") and not patterns.match("/home/u/.ansible/tmp/x.yml")
     assert patterns.match("/srv/secrets.yml") and not patterns.match("/srv/secrets.yml.bak")
     assert patterns.invalid == ["regex:("]
