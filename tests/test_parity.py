@@ -282,17 +282,20 @@ def test_switches_come_from_ara_section_and_env_and_event_task_has_its_result(tm
     run_id = f"parity-switches-{uuid.uuid4()}"
     env = _env(tmp_path, spool_dir, ara_server.url)
     env.update(ARA_SPOOL_ENABLED="true", ARA_RUN_ID=run_id, ANSIBLE_CONFIG=str(cfg), ARA_IGNORED_ARGUMENTS="forks",
-               ARA_ARGUMENT_LABELS="check,subset")
+               ARA_ARGUMENT_LABELS="check,subset", ARA_LOCALHOST_AS_HOSTNAME="true",
+               ARA_RECORD_CONTROLLER_NAME="ctl-parity", ARA_RECORD_USER_NAME="parity-user")
     cmd = [str(BIN / "ansible-playbook"), "-i", str(PARITY / "inventory.ini"), str(PARITY / "switches.yml"),
-           "-e", "shown=yes", "--limit", "web1"]
+           "-e", "shown=yes", "--limit", "web1,localhost"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     pb = ara.playbook_for(run_id)
     assert {label["name"] for label in pb["labels"]} == {f"run_id:{run_id}", "team:parity", "tier:test",
-                                                          "check:False", "subset:web1"}
+                                                          "check:False", "subset:web1,localhost"}
     assert pb["arguments"]["forks"] == parity.IGNORED_ARGUMENT and pb["arguments"]["extra_vars"] == ["shown=yes"]
-    [host] = ara.all("hosts", playbook=pb["id"])
-    facts = ara.get(f"hosts/{host['id']}")["facts"]
+    assert (pb["controller"], pb["user"]) == ("ctl-parity", "parity-user")
+    hosts = {h["name"]: h for h in ara.all("hosts", playbook=pb["id"])}
+    assert set(hosts) == {"web1", "ctl-parity"} and hosts["ctl-parity"]["ok"] == 1  # localhost_as_hostname
+    facts = ara.get(f"hosts/{hosts['web1']['id']}")["facts"]
     # Not ignored here, so the environment is recorded: what the default (ansible_env) prevents.
     assert facts["ansible_python"] == parity.IGNORED_FACT and facts["ansible_env"]["MY_APP_PASSWORD"] == SECRET
     files = {f["path"]: ara.get(f"files/{f['id']}")["content"] for f in ara.all("files", playbook=pb["id"])}

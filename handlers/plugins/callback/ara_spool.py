@@ -95,6 +95,12 @@ options:
     type: str
     env: [{name: ARA_RECORD_CONTROLLER_NAME}]
     ini: [{section: ara, key: record_controller_name}]
+  localhost_as_hostname:
+    description: Record the results of the hosts C(localhost) and C(127.0.0.1) under the controller's name.
+    type: bool
+    default: false
+    env: [{name: ARA_LOCALHOST_AS_HOSTNAME}]
+    ini: [{section: ara, key: localhost_as_hostname}]
   localhost_as_hostname_format:
     description: How the controller's name is taken (fqdn, fqdn_short, hostname or hostname_short).
     type: str
@@ -180,6 +186,7 @@ class CallbackModule(CallbackBase):
         self.files: set[str] = set()
         self.notes: dict[str, parity.TaskNotes] = {}  # task uuid -> its exceptions, warnings, deprecations
         self.ignored_facts: list[str] = []
+        self.localhost_name: str | None = None  # localhost_as_hostname: the name localhost is recorded as
         self.ignored_files = parity.FilePatterns([])
         self.flusher = None
         self.flush_timeout = 30.0
@@ -248,13 +255,16 @@ class CallbackModule(CallbackBase):
         labels = [*(self.get_option("default_labels") or []),
                   *parity.argument_labels(arguments, list(self.get_option("argument_labels") or [])),
                   *(str(x) for x in play_labels)]
+        controller = parity.controller_name(self.get_option("record_controller"),
+                                            self.get_option("record_controller_name"),
+                                            self.get_option("localhost_as_hostname_format") or "fqdn")
+        if self.get_option("localhost_as_hostname"):
+            self.localhost_name = controller
         self._append("run_start", {
             "path": self.playbook_path or "unknown", "name": var("ara_playbook_name"),
             "ansible_version": ANSIBLE_VERSION, "labels": labels, "arguments": arguments,
             "metadata": metadata if isinstance(metadata, dict) else {"metadata": str(metadata)},
-            "controller": parity.controller_name(self.get_option("record_controller"),
-                                                 self.get_option("record_controller_name"),
-                                                 self.get_option("localhost_as_hostname_format") or "fqdn"),
+            "controller": controller,
             "user": self._user(),
             "python_version": ".".join(map(str, sys.version_info[:3])), "client_version": client_version(),
         })
@@ -273,6 +283,12 @@ class CallbackModule(CallbackBase):
             self.previous_handlers[sig] = signal.getsignal(sig)
             signal.signal(sig, self._on_signal)
         display.vv(f"ara-spool: recording run {run_id} to {self.dir}")
+
+    def _shown(self, host: str) -> str:
+        """The name a host is recorded under (localhost_as_hostname)."""
+        if self.localhost_name and host in ("localhost", "127.0.0.1"):
+            return self.localhost_name
+        return host
 
     def _user(self) -> str | None:
         if not self.get_option("record_user"):
@@ -462,7 +478,8 @@ class CallbackModule(CallbackBase):
         content = self._content(result)
         self.notes.setdefault(task_uuid, parity.TaskNotes()).add(content)
         body = {
-            "task_uuid": task_uuid, "play_uuid": self.play_uuid, "host": host, "delegated_to": delegated,
+            "task_uuid": task_uuid, "play_uuid": self.play_uuid, "host": self._shown(host),
+            "delegated_to": [self._shown(d) for d in delegated],
             "status": status, "changed": bool(result._result.get("changed", False)), "ignore_errors": ignore_errors,
             "started": started, "ended": ended, "content": content,
             "task_name": task.get_name(), "action": action, "path": path or self.playbook_path,
@@ -493,7 +510,7 @@ class CallbackModule(CallbackBase):
         path, _, line = spec.rpartition(":")
         body = {
             "task": str(payload.get("task") or task.get_name()), "status": status,
-            "host": str(payload.get("host") or host), "details": payload.get("details", {}),
+            "host": str(payload.get("host") or self._shown(host)), "details": payload.get("details", {}),
             "play_uuid": self.play_uuid, "path": path or self.playbook_path,
             "lineno": int(line) if line.isdigit() else 1,
         }
@@ -511,7 +528,7 @@ class CallbackModule(CallbackBase):
         failed = False
         for host in sorted(stats.processed.keys()):
             s = stats.summarize(host)
-            counters[host] = {"ok": s["ok"], "changed": s["changed"], "failed": s["failures"],
+            counters[self._shown(host)] = {"ok": s["ok"], "changed": s["changed"], "failed": s["failures"],
                               "skipped": s["skipped"], "unreachable": s["unreachable"]}
             failed = failed or bool(s["failures"] or s["unreachable"])
         self._append("host_stats", counters)
