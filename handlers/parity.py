@@ -25,6 +25,10 @@ from typing import Any
 IGNORED_FACT = "Not saved by ARA as configured by 'ignored_facts'"
 IGNORED_ARGUMENT = "Not saved by ARA as configured by 'ignored_arguments'"
 IGNORED_FILE = "Not saved by ARA as configured by 'ignored_files'"
+CREDENTIAL_ARGUMENT = "Not saved by ara-spool: it sets an Ara credential"
+# ara-spool's own credential variables: an extra var that sets one is never recorded, whatever
+# ignored_arguments says (tokens and passwords never reach the spool).
+CREDENTIAL_VARS = ("ara_api_token", "ara_api_password")
 # Actions whose facts are the host's facts (ara_default's list).
 SETUP_ACTIONS = frozenset({"setup", "ansible.builtin.setup", "ansible.legacy.setup",
                            "gather_facts", "ansible.builtin.gather_facts", "ansible.legacy.gather_facts"})
@@ -68,10 +72,15 @@ def host_facts(action: str, content: Any) -> dict[str, Any] | None:
 
 
 def playbook_arguments(cli_args: dict[str, Any], ignored: list[str]) -> dict[str, Any]:
-    """ansible-playbook's options as JSON (tuples become lists), ignored ones replaced by a note."""
+    """ansible-playbook's options as JSON (tuples become lists), ignored ones replaced by a note;
+    when extra vars are recorded, each one that sets an Ara credential is replaced by a note."""
     out = {}
     for key, value in cli_args.items():
-        out[key] = IGNORED_ARGUMENT if key in ignored else value
+        if key in ignored:
+            value = IGNORED_ARGUMENT
+        elif key == "extra_vars" and isinstance(value, (list, tuple)):
+            value = [CREDENTIAL_ARGUMENT if any(name in str(v) for name in CREDENTIAL_VARS) else v for v in value]
+        out[key] = value
     return json.loads(json.dumps(out, default=str))
 
 

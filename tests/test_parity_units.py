@@ -40,6 +40,10 @@ def test_arguments_are_censored_and_labels_follow_ara_default():
     assert "s3cret" not in str(args)
     labels = parity.argument_labels(args, ["remote_user", "check", "tags", "skip_tags", "subset", "forks"])
     assert labels == ["check:False", "tags:all", "forks:5"]
+    # Extra vars recorded (not ignored): one that sets an Ara credential still is not.
+    shown = parity.playbook_arguments({"extra_vars": ("a=1", "ara_api_token=s3cret x=2", '{"ara_api_password": 1}')},
+                                      [])
+    assert shown["extra_vars"] == ["a=1", parity.CREDENTIAL_ARGUMENT, parity.CREDENTIAL_ARGUMENT]
 
 
 def test_ignored_files_match_substrings_and_regexes_and_the_local_temp_dir():
