@@ -45,6 +45,8 @@ INTENDED = {
     "play_labels": "playbook labels: `ara_playbook_labels` of the play the run starts in; ara_default "
                    "re-sets labels at each play, so the last play's win",
     "client_version": "playbook client_version: `ara-spool <version>` instead of Ara's version",
+    "loaded_files": "files: only the playbook and the files tasks come from, not the other files in "
+                    "Ansible's loader cache (`-e @file` extra vars: secrets in clear)",
 }
 
 # Values that differ between any two runs (times, durations): compared by presence and position only.
@@ -68,7 +70,8 @@ def _env(tmp: Path, spool_dir: Path, server: str) -> dict[str, str]:
 
 
 def _run(env: dict[str, str]) -> tuple[int, str, float]:
-    cmd = [str(BIN / "ansible-playbook"), "-i", str(PARITY / "inventory.ini"), str(PARITY / "site.yml")]
+    cmd = [str(BIN / "ansible-playbook"), "-i", str(PARITY / "inventory.ini"), str(PARITY / "site.yml"),
+           "-e", f"@{PARITY / 'vars.yml'}"]
     started = time.monotonic()
     proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
                           timeout=240)
@@ -210,6 +213,11 @@ def apply_intended(theirs: dict[str, Any], ours: dict[str, Any], run_id: str) ->
     assert re.fullmatch(r"ara-spool \S+", ours["playbook"]["client_version"]), ours["playbook"]["client_version"]
     assert theirs["playbook"]["client_version"] == theirs["playbook"]["server_version"]
     ours["playbook"]["client_version"] = theirs["playbook"]["client_version"]
+    vars_file = str(PARITY / "vars.yml")
+    assert vars_file in {f for f, _ in theirs["files"]} and vars_file not in {f for f, _ in ours["files"]}
+    theirs["files"] = [f for f in theirs["files"] if f[0] != vars_file]
+    assert theirs["playbook"]["items"]["files"] == ours["playbook"]["items"]["files"] + 1
+    ours["playbook"]["items"]["files"] += 1
 
 
 # -- the tests ------------------------------------------------------------------------------

@@ -350,15 +350,8 @@ class CallbackModule(CallbackBase):
         self._end_play(wait=True)
         self.play_uuid = str(play._uuid)[:36]
         self._append("play_start", {"uuid": self.play_uuid, "name": play.get_name()})
-        # As ara_default: every file Ansible loaded so far (roles' defaults, vars files...), except
-        # the ignored ones, also those no task refers to.
-        try:
-            loaded = list(play._loader._FILE_CACHE)
-        except Exception:  # noqa: BLE001 - a private attribute: without it, task files are still recorded
-            loaded = []
-        for path in loaded:
-            if isinstance(path, str) and not self.ignored_files.match(path):
-                self._record_file(path)
+        # Unlike ara_default, not every file Ansible loaded (vars files, `-e @file` extra vars, role
+        # defaults may hold secrets in clear): only the playbook and the files tasks come from.
 
     def v2_playbook_on_task_start(self, task, is_conditional, handler: bool = False) -> None:
         if self.run_id is None:
