@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 
+from ara_spool.flusher.mapping import Hints
 from ara_spool.handlers import parity
 from ara_spool.spool.state import AraIds
 
@@ -88,3 +89,14 @@ def test_task_notes_reach_the_task_and_self_delegation_is_kept():
     assert patch.body["warnings"] == ["w"] and patch.body["exceptions"] == ["tb"] and "deprecations" not in patch.body
     [post] = drive(ev("result", {**RESULT, "action": "command", "delegated_to": ["web1"], "content": {}}), ids)
     assert post.body["delegated_to"] == [4]
+
+
+def test_a_task_created_finished_carries_its_notes():
+    ids = AraIds(playbook=1, plays={"p1": 2}, files={"/p.yml\0x": 5}, file_paths={"/p.yml": "x"})
+    end = ev("task_end", {"uuid": "t2", "status": "completed", "deprecations": [{"msg": "old"}]},
+             ts="2026-01-01T10:00:02+00:00")
+    start = ev("task_start", {"uuid": "t2", "name": "n", "action": "debug", "path": "/p.yml", "lineno": 1,
+                              "play_uuid": "p1"})
+    [create] = drive(start, ids, Hints(task_ends={"t2": end}))
+    assert create.body["status"] == "completed" and create.body["deprecations"] == [{"msg": "old"}]
+    assert "warnings" not in create.body
