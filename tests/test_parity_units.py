@@ -100,3 +100,22 @@ def test_a_task_created_finished_carries_its_notes():
     [create] = drive(start, ids, Hints(task_ends={"t2": end}))
     assert create.body["status"] == "completed" and create.body["deprecations"] == [{"msg": "old"}]
     assert "warnings" not in create.body
+
+
+def test_every_ara_default_switch_of_the_callback_is_in_the_readme():
+    import ast
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parent.parent
+    source = (root / "handlers/plugins/callback/ara_spool.py").read_text()
+    doc = next(node.value.value for node in ast.parse(source).body if isinstance(node, ast.Assign)
+               and getattr(node.targets[0], "id", "") == "DOCUMENTATION")
+    options = yaml.safe_load(doc)["options"]
+    section = (root / "README.md").read_text().split("## Differences from ara_default", 1)[1].split("\n## ", 1)[0]
+    switches = {ini["key"]: [e["name"] for e in opt.get("env", [])] for opt in options.values()
+                for ini in opt.get("ini", []) if ini["section"] == "ara"}
+    assert len(switches) >= 12
+    for key, envs in switches.items():
+        assert f"`{key}`" in section and all(f"`{name}`" in section for name in envs), key
