@@ -25,6 +25,8 @@ API = "/api/v1"
 MAX_CONTENT_BYTES = 2_400_000
 MAX_FIELD = 255
 PLACEHOLDER_CONTENT = "# recorded by ara-spool: the source of this file was not captured\n"
+# A task_end's notes (Ara's "Notes" column), sent as the task's fields of the same names.
+TASK_NOTES = ("exceptions", "warnings", "deprecations")
 # Namespace for ids we derive (explicit events' play and tasks): stable across restarts.
 NAMESPACE = uuid.UUID("5f0f3a53-6a1c-4c52-9b0c-6d2b7c0e4a11")
 
@@ -227,6 +229,7 @@ def ensure_task(run_id: str, ids: AraIds, task: dict[str, Any], ts: str, hints: 
     if end is not None:
         body["status"] = end["task"]["status"]
         body["ended"] = end["ts"]
+        body.update(task_notes(end["task"]))
     resp = yield Call(
         "POST", f"{API}/tasks", body, creates=True,
         lookup=Lookup(f"{API}/tasks", {"playbook": ids.playbook, "uuid": task_uuid, "order": "id"}),
@@ -250,7 +253,7 @@ def post_result(run_id: str, ids: AraIds, r: dict[str, Any], task: dict[str, Any
     yield from ensure_host(run_id, ids, r["host"], ts)
     delegated = []
     for name in r.get("delegated_to") or []:
-        if name and name != r["host"]:
+        if name:  # also the host itself (delegate_to its own name), as ara_default records it
             yield from ensure_host(run_id, ids, name, ts)
             delegated.append(ids.hosts[name])
     task_id, host_id = ids.tasks[task["uuid"]], ids.hosts[r["host"]]
@@ -280,6 +283,15 @@ def post_result(run_id: str, ids: AraIds, r: dict[str, Any], task: dict[str, Any
         ),
     )
     ids.last_result = max(ids.last_result, resp["id"])
+    facts = body["content"].get("ansible_facts") if r.get("host_facts") and isinstance(body["content"], dict) else None
+    if isinstance(facts, dict):
+        # A setup/gather_facts result: its (masked) facts are the host's, as ara_default records them.
+        yield Call("PATCH", f"{API}/hosts/{host_id}", {"facts": facts})
+
+
+def task_notes(task: dict[str, Any]) -> dict[str, list[Any]]:
+    """The exceptions, warnings and deprecations a task_end carries (lists only)."""
+    return {k: task[k] for k in TASK_NOTES if isinstance(task.get(k), list)}
 
 
 def explicit_play_uuid(run_id: str) -> str:
@@ -349,7 +361,8 @@ def plan(ev: dict[str, Any], ids: AraIds, hints: Hints | None = None) -> Plan:
     elif kind == "task_end":
         task_id = ids.open_tasks.pop(ev["task"]["uuid"], None)
         if task_id is not None:
-            yield Call("PATCH", f"{API}/tasks/{task_id}", {"status": ev["task"]["status"], "ended": ts})
+            yield Call("PATCH", f"{API}/tasks/{task_id}",
+                       {"status": ev["task"]["status"], "ended": ts, **task_notes(ev["task"])})
     elif kind == "play_end":
         play_id = ids.open_plays.pop(ev["play"]["uuid"], None)
         if play_id is not None:

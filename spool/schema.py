@@ -8,6 +8,11 @@ Every line is one JSON object with the common fields
     kind  one of KINDS
 and a body named after its kind (see REQUIRED). Unknown extra fields are kept and ignored, so a
 newer writer can add fields without breaking an older flusher.
+
+Optional fields the flusher uses when present (absent in older spools, which ship as before):
+    run_start.playbook.arguments  ansible-playbook's options, censored as configured
+    result.result.host_facts      true: the content's ansible_facts are the host's facts
+    task_end.task.exceptions, .warnings, .deprecations   lists, Ara's task "Notes"
 """
 
 from __future__ import annotations

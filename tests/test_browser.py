@@ -286,6 +286,7 @@ def test_example_playbook_page_shows_callback_results_and_explicit_events(
         ("collect open pull requests", "CHANGED"),
         ("lint commit messages (advisory)", "IGNORED"),  # a failure: it never notifies, the callback has it
         ("query the checks of each pull request", "OK"),
+        ("pr_status_check", "OK"),                       # the ara_spool_event task's own result
         ("collect reviews", "CHANGED"),
         ("pr_review_summary", "OK"),                     # the seed's set_fact + notify pattern, one per payload
         ("decide what can merge", "CHANGED"),

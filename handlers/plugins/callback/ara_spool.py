@@ -49,21 +49,90 @@ options:
     description: Record each result's returned data as the Ara result's content.
     type: bool
     default: true
-    env: [{name: ARA_SPOOL_RECORD_CONTENT}]
-    ini: [{section: ara_spool, key: record_content}]
+    env: [{name: ARA_SPOOL_RECORD_CONTENT}, {name: ARA_RECORD_TASK_CONTENT}]
+    ini: [{section: ara_spool, key: record_content}, {section: ara, key: record_task_content}]
+  # The switches of Ara's own callback (ara_default), with its names, defaults and sources, so a
+  # user switching from it keeps the same censoring and the same labels.
+  ignored_facts:
+    description: Host facts replaced by a note in results and not recorded as host facts (C(all) for every
+      fact). Masked before the spool is written.
+    type: list
+    default: [ansible_env]
+    env: [{name: ARA_IGNORED_FACTS}]
+    ini: [{section: ara, key: ignored_facts}]
+  ignored_arguments:
+    description: ansible-playbook arguments replaced by a note in the playbook's recorded arguments.
+    type: list
+    default: [extra_vars]
+    env: [{name: ARA_IGNORED_ARGUMENTS}]
+    ini: [{section: ara, key: ignored_arguments}]
+  ignored_files:
+    description: File path patterns (substrings, or C(regex:) Python regular expressions) whose content is
+      not recorded; the default C(.ansible/tmp) stands for Ansible's local temporary directory.
+    type: list
+    default: [.ansible/tmp]
+    env: [{name: ARA_IGNORED_FILES}]
+    ini: [{section: ara, key: ignored_files}]
+  default_labels:
+    description: Labels given to every recorded playbook.
+    type: list
+    default: []
+    env: [{name: ARA_DEFAULT_LABELS}]
+    ini: [{section: ara, key: default_labels}]
+  argument_labels:
+    description: ansible-playbook arguments that, when set, become labels (C(check:False), C(tags:all), ...).
+    type: list
+    default: [remote_user, check, tags, skip_tags, subset]
+    env: [{name: ARA_ARGUMENT_LABELS}]
+    ini: [{section: ara, key: argument_labels}]
+  record_controller:
+    description: Record the controller's host name on the playbook.
+    type: bool
+    default: true
+    env: [{name: ARA_RECORD_CONTROLLER}]
+    ini: [{section: ara, key: record_controller}]
+  record_controller_name:
+    description: The controller name to record instead of the host's own name.
+    type: str
+    env: [{name: ARA_RECORD_CONTROLLER_NAME}]
+    ini: [{section: ara, key: record_controller_name}]
+  localhost_as_hostname:
+    description: Record the results of the hosts C(localhost) and C(127.0.0.1) under the controller's name.
+    type: bool
+    default: false
+    env: [{name: ARA_LOCALHOST_AS_HOSTNAME}]
+    ini: [{section: ara, key: localhost_as_hostname}]
+  localhost_as_hostname_format:
+    description: How the controller's name is taken (fqdn, fqdn_short, hostname or hostname_short).
+    type: str
+    default: fqdn
+    choices: [fqdn, fqdn_short, hostname, hostname_short]
+    env: [{name: ARA_LOCALHOST_AS_HOSTNAME_FORMAT}]
+    ini: [{section: ara, key: localhost_as_hostname_format}]
+  record_user:
+    description: Record the user who ran the playbook.
+    type: bool
+    default: true
+    env: [{name: ARA_RECORD_USER}]
+    ini: [{section: ara, key: record_user}]
+  record_user_name:
+    description: The user name to record instead of the OS user's.
+    type: str
+    env: [{name: ARA_RECORD_USER_NAME}]
+    ini: [{section: ara, key: record_user_name}]
 """
 
 import atexit  # noqa: E402
 import getpass  # noqa: E402
-import json  # noqa: E402
 import os  # noqa: E402
 import signal  # noqa: E402
-import socket  # noqa: E402
 import sys  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from ansible import __version__ as ANSIBLE_VERSION  # noqa: E402
+from ansible import constants as C  # noqa: E402
+from ansible import context  # noqa: E402
 from ansible.module_utils.common.json import AnsibleJSONEncoder  # noqa: E402
 from ansible.plugins.callback import CallbackBase  # noqa: E402
 from ansible.utils.display import Display  # noqa: E402
@@ -74,13 +143,24 @@ try:
 except ImportError as exc:  # the plugins are thin: the package must be in Ansible's own Python
     raise ImportError(f"ara-spool is not installed in the Python that runs Ansible ({sys.executable}): "
                       f"pip install it there ({exc})") from exc
+from ara_spool.handlers import parity  # noqa: E402
 from ara_spool.spool import writer  # noqa: E402
 from ara_spool.spool.paths import UnsafeRunId, check_run_id  # noqa: E402
 
 display = Display()
 MAX_FILE_BYTES = 1024 * 1024  # larger source files are recorded as a note, not their content
 CENSORED = "the output has been hidden due to the fact that 'no_log: true' was specified for this result"
-EVENT_ACTIONS = ("ara_spool_event",)
+# What Ansible keeps of a no_log result (ansible.executor.task_result): the rest is censored.
+NO_LOG_KEPT = ("attempts", "changed", "retries", "exception", "warnings", "deprecations")
+
+
+def client_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return f"ara-spool {version('ara-spool')}"
+    except Exception:  # noqa: BLE001 - not installed as a distribution (a source checkout)
+        return "ara-spool"
 
 
 def _now() -> str:
@@ -103,7 +183,12 @@ class CallbackModule(CallbackBase):
         self.task_failed = False
         self.task_started: dict[str, str] = {}
         self.result_started: dict[tuple[str, str], str] = {}
+        self.item_delegates: dict[tuple[str, str], list[str]] = {}  # (host, task uuid) -> loop items' hosts
         self.files: set[str] = set()
+        self.notes: dict[str, parity.TaskNotes] = {}  # task uuid -> its exceptions, warnings, deprecations
+        self.ignored_facts: list[str] = []
+        self.localhost_name: str | None = None  # localhost_as_hostname: the name localhost is recorded as
+        self.ignored_files = parity.FilePatterns([])
         self.flusher = None
         self.flusher_env: dict[str, str] = {}
         self.flush_timeout = 30.0
@@ -162,19 +247,28 @@ class CallbackModule(CallbackBase):
         os.environ[runtime.ACTIVE_ENV] = run_id
         os.environ["ARA_RUN_ID"] = run_id
         metadata = var("ara_default_metadata") or {}
-        labels = var("ara_playbook_labels") or []
-        if isinstance(labels, str):
-            labels = [x for x in labels.split(",") if x]
-        try:
-            user = getpass.getuser()
-        except Exception:  # noqa: BLE001
-            user = None
+        play_labels = var("ara_playbook_labels") or []
+        if isinstance(play_labels, str):
+            play_labels = [x for x in play_labels.split(",") if x]
+        # As ara_default: its default labels, labels from the CLI options, then the play's.
+        self.ignored_facts = list(self.get_option("ignored_facts") or [])
+        self.ignored_files = parity.FilePatterns(self.get_option("ignored_files") or [], C.DEFAULT_LOCAL_TMP)
+        arguments = parity.playbook_arguments(dict(context.CLIARGS), list(self.get_option("ignored_arguments") or []))
+        labels = [*(self.get_option("default_labels") or []),
+                  *parity.argument_labels(arguments, list(self.get_option("argument_labels") or [])),
+                  *(str(x) for x in play_labels)]
+        controller = parity.controller_name(self.get_option("record_controller"),
+                                            self.get_option("record_controller_name"),
+                                            self.get_option("localhost_as_hostname_format") or "fqdn")
+        if self.get_option("localhost_as_hostname"):
+            self.localhost_name = controller
         self._append("run_start", {
             "path": self.playbook_path or "unknown", "name": var("ara_playbook_name"),
-            "ansible_version": ANSIBLE_VERSION, "labels": list(labels),
+            "ansible_version": ANSIBLE_VERSION, "labels": labels, "arguments": arguments,
             "metadata": metadata if isinstance(metadata, dict) else {"metadata": str(metadata)},
-            "controller": socket.gethostname(), "user": user,
-            "python_version": ".".join(map(str, sys.version_info[:3])), "client_version": "ara-spool",
+            "controller": controller,
+            "user": self._user(),
+            "python_version": ".".join(map(str, sys.version_info[:3])), "client_version": client_version(),
         })
         if self.playbook_path:
             self._record_file(self.playbook_path)
@@ -192,6 +286,22 @@ class CallbackModule(CallbackBase):
             self.previous_handlers[sig] = signal.getsignal(sig)
             signal.signal(sig, self._on_signal)
         display.vv(f"ara-spool: recording run {run_id} to {self.dir}")
+
+    def _shown(self, host: str) -> str:
+        """The name a host is recorded under (localhost_as_hostname)."""
+        if self.localhost_name and host in ("localhost", "127.0.0.1"):
+            return self.localhost_name
+        return host
+
+    def _user(self) -> str | None:
+        if not self.get_option("record_user"):
+            return None
+        if self.get_option("record_user_name"):
+            return self.get_option("record_user_name")
+        try:
+            return getpass.getuser()
+        except Exception:  # noqa: BLE001
+            return None
 
     # -- writing ------------------------------------------------------------------------------
     def _append(self, kind: str, body: dict, ts: str | None = None) -> None:
@@ -217,6 +327,9 @@ class CallbackModule(CallbackBase):
         if path in self.files:
             return
         self.files.add(path)
+        if self.ignored_files.match(path):  # recorded (tasks refer to it), its content is not
+            self._append("file", {"path": path, "content": parity.IGNORED_FILE})
+            return
         try:
             with open(path, "rb") as fh:
                 data = fh.read(MAX_FILE_BYTES + 1)
@@ -240,6 +353,8 @@ class CallbackModule(CallbackBase):
         self._end_play()
         self.play_uuid = str(play._uuid)[:36]
         self._append("play_start", {"uuid": self.play_uuid, "name": play.get_name()})
+        # Unlike ara_default, not every file Ansible loaded (vars files, `-e @file` extra vars, role
+        # defaults may hold secrets in clear): only the playbook and the files tasks come from.
 
     def v2_playbook_on_task_start(self, task, is_conditional, handler: bool = False) -> None:
         if self.run_id is None:
@@ -265,7 +380,9 @@ class CallbackModule(CallbackBase):
 
     def _end_task(self) -> None:
         if self.task_uuid is not None:
-            self._append("task_end", {"uuid": self.task_uuid, "status": "failed" if self.task_failed else "completed"})
+            notes = self.notes.pop(self.task_uuid, None)
+            self._append("task_end", {"uuid": self.task_uuid, "status": "failed" if self.task_failed else "completed",
+                                      **(notes.fields() if notes else {})})
             self.task_started.pop(self.task_uuid, None)
             self.task_uuid = None
 
@@ -292,14 +409,36 @@ class CallbackModule(CallbackBase):
     def v2_runner_on_unreachable(self, result, **kwargs) -> None:
         self._record(result, "unreachable", False)
 
+    def _delegate(self, result) -> str:
+        dvars = result._result.get("_ansible_delegated_vars") if isinstance(result._result, dict) else None
+        dvars = dvars or {}
+        return str(dvars.get("ansible_delegated_host") or dvars.get("ansible_host") or result._task.delegate_to or "")
+
+    def v2_runner_item_on_ok(self, result) -> None:
+        self._item_delegate(result)
+
+    def v2_runner_item_on_failed(self, result) -> None:
+        self._item_delegate(result)
+
+    def _item_delegate(self, result) -> None:
+        if self.run_id is not None and result._task.delegate_to:
+            names = self.item_delegates.setdefault((result._host.get_name(), str(result._task._uuid)[:36]), [])
+            name = self._delegate(result)
+            if name and name not in names:
+                names.append(name)
+
     def _content(self, result) -> dict:
-        if result._task.no_log or result._result.get("_ansible_no_log"):
-            return {"censored": CENSORED, "changed": bool(result._result.get("changed", False))}
+        """The result as Ara's callback records it: internal keys stripped, keys sorted, ignored facts
+        masked (here, before the spool is written). Ansible hands callbacks no_log results already
+        censored; one that is not is censored the same way here."""
         if not self.get_option("record_content"):
             return {}
-        data = strip_internal_keys(module_response_deepcopy(result._result))
+        data = result._result if isinstance(result._result, dict) else {"result": result._result}
+        if (result._task.no_log or data.get("_ansible_no_log")) and "censored" not in data:
+            data = {**{k: data[k] for k in NO_LOG_KEPT if k in data}, "censored": CENSORED}
+        data = parity.mask_facts(strip_internal_keys(module_response_deepcopy(data)), self.ignored_facts)
         try:
-            return json.loads(json.dumps(data, cls=AnsibleJSONEncoder, ensure_ascii=False))
+            return parity.sorted_json(data, AnsibleJSONEncoder)
         except (TypeError, ValueError):
             return {"unrecordable": str(data)[:10000]}
 
@@ -319,23 +458,27 @@ class CallbackModule(CallbackBase):
         facts = result._result.get("ansible_facts") if isinstance(result._result, dict) else None
         if isinstance(facts, dict) and "ara_event_payload" in facts and status == "ok":
             payload = facts["ara_event_payload"]
-        if action.rsplit(".", 1)[-1] in EVENT_ACTIONS and status == "ok":
-            return  # the action plugin spooled the explicit event itself
-        delegated = []
-        if task.delegate_to:
-            dvars = result._result.get("_ansible_delegated_vars") or {}
-            name = dvars.get("ansible_delegated_host") or dvars.get("ansible_host") or task.delegate_to
-            if name and name != host:
-                delegated.append(str(name))
+        # As ara_default: the host(s) the task ran on for this host (each loop item's, when it
+        # loops), also when that is the host itself; none for a skipped result.
+        delegated = self.item_delegates.pop((host, task_uuid), [])
+        if task.delegate_to and status != "skipped" and not delegated:
+            delegated = [self._delegate(result)]
+        delegated = [] if status == "skipped" else [d for d in delegated if d]
         spec = task.get_path() or ""
         path, _, line = spec.rpartition(":")
-        self._append("result", {
-            "task_uuid": task_uuid, "play_uuid": self.play_uuid, "host": host, "delegated_to": delegated,
+        content = self._content(result)
+        self.notes.setdefault(task_uuid, parity.TaskNotes()).add(content)
+        body = {
+            "task_uuid": task_uuid, "play_uuid": self.play_uuid, "host": self._shown(host),
+            "delegated_to": [self._shown(d) for d in delegated],
             "status": status, "changed": bool(result._result.get("changed", False)), "ignore_errors": ignore_errors,
-            "started": started, "ended": ended, "content": self._content(result),
+            "started": started, "ended": ended, "content": content,
             "task_name": task.get_name(), "action": action, "path": path or self.playbook_path,
             "lineno": int(line) if line.isdigit() else 1,
-        }, ts=ended)
+        }
+        if parity.host_facts(action, content) is not None:
+            body["host_facts"] = True  # the flusher records content's ansible_facts on the host
+        self._append("result", body, ts=ended)
         if payload is not None:
             self._spool_payload(payload, task, host, started, ended)
 
@@ -358,7 +501,7 @@ class CallbackModule(CallbackBase):
         path, _, line = spec.rpartition(":")
         body = {
             "task": str(payload.get("task") or task.get_name()), "status": status,
-            "host": str(payload.get("host") or host), "details": payload.get("details", {}),
+            "host": str(payload.get("host") or self._shown(host)), "details": payload.get("details", {}),
             "play_uuid": self.play_uuid, "path": path or self.playbook_path,
             "lineno": int(line) if line.isdigit() else 1,
         }
@@ -376,7 +519,7 @@ class CallbackModule(CallbackBase):
         failed = False
         for host in sorted(stats.processed.keys()):
             s = stats.summarize(host)
-            counters[host] = {"ok": s["ok"], "changed": s["changed"], "failed": s["failures"],
+            counters[self._shown(host)] = {"ok": s["ok"], "changed": s["changed"], "failed": s["failures"],
                               "skipped": s["skipped"], "unreachable": s["unreachable"]}
             failed = failed or bool(s["failures"] or s["unreachable"])
         self._append("host_stats", counters)
