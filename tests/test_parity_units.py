@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import socket
 
+from ara_spool.flusher.ids import AraIds
 from ara_spool.flusher.mapping import Hints
 from ara_spool.handlers import parity
-from ara_spool.spool.state import AraIds
 
 from tests.test_mapping import drive, ev
 
