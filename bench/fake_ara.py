@@ -14,6 +14,7 @@ import json
 
 from aiohttp import web
 
+ENDPOINTS = ("labels", "playbooks", "plays", "tasks", "hosts", "latesthosts", "results", "files", "records")
 EMPTY = json.dumps({"count": 0, "next": None, "previous": None, "results": []})
 
 
@@ -25,6 +26,8 @@ def make_app() -> web.Application:
         if request.method == "GET":
             if request.path.rstrip("/") == "/api":
                 return web.json_response({"kind": "fake-ara", "version": "0", "requests": counter["requests"]})
+            if request.path == "/api/v1/":  # the API root the flusher checks on first contact
+                return web.json_response({name: f"/api/v1/{name}" for name in ENDPOINTS})
             return web.Response(text=EMPTY, content_type="application/json")
         raw = await request.read()
         body = json.loads(raw) if raw else {}
