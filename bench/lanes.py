@@ -8,8 +8,13 @@ hosts x tasks: ~200 results), alternated in one run:
   - a raw loop POSTing the same number of results to pre-created parents, 16 at a time (the
     server's ceiling through the same proxy)
 Also reports the flusher's own CPU per HTTP request (getrusage of the child: user+sys / requests).
+With --auth: a 10 x 10 run, window 1 vs 16, against a login-protected Ara (Basic auth: Django
+checks the password, PBKDF2, on every request) and against Ara with ARA_EXTERNAL_AUTH (the user
+comes from REMOTE_USER, which gunicorn sets from the Basic header: the web server in front is
+trusted to have checked it, as the README advises), next to an open Ara.
 
     .venv/bin/python bench/lanes.py [--delays 0,10,20,50] [--shapes 1x200,10x20,50x4,200x1] [--quick]
+    .venv/bin/python bench/lanes.py --auth
 """
 
 from __future__ import annotations
@@ -107,12 +112,12 @@ async def raw_loop(url: str, hosts: int, tasks: int, inflight: int) -> float:
         return hosts * tasks / (time.perf_counter() - t0)
 
 
-def flush(url: str, work: Path, hosts: int, tasks: int, window: int) -> tuple[float, float]:
+def flush(url: str, work: Path, hosts: int, tasks: int, window: int, **extra: str) -> tuple[float, float]:
     """(results/s, flusher CPU ms per request) of one `ara-spool flush --window N`."""
     spool = work / f"spool-{uuid.uuid4().hex[:8]}"
     run_id = f"lanes-{uuid.uuid4().hex[:8]}"
     build_run(spool, run_id, hosts, tasks)
-    env = flusher_env(url, spool)
+    env = flusher_env(url, spool, **extra)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run([str(BIN / "ara-spool"), "flush", "--quiet", "--window", str(window), "--run", run_id],
@@ -126,13 +131,37 @@ def flush(url: str, work: Path, hosts: int, tasks: int, window: int) -> tuple[fl
     return hosts * tasks / wall, 1000 * cpu / max(1, requests)
 
 
+def bench_auth(window: int) -> None:
+    creds = {"ARA_API_USERNAME": "bench", "ARA_API_PASSWORD": "bench-password"}
+    rows = []
+    with tempdir("ara-spool-auth-") as work:
+        for name, env in (("open", {}), ("Basic (PBKDF2)", {"ARA_WRITE_LOGIN_REQUIRED": "true"}),
+                          ("EXTERNAL_AUTH", {"ARA_WRITE_LOGIN_REQUIRED": "true", "ARA_EXTERNAL_AUTH": "true"})):
+            with ara_server(work / name.split()[0], workers=4, env=env) as ara:
+                if env:
+                    subprocess.run([str(BIN / "ara-manage"), "createsuperuser", "--noinput", "--username", "bench",
+                                    "--email", "bench@example.com"],
+                                   env=dict(ara.env, DJANGO_SUPERUSER_PASSWORD="bench-password"), check=True,
+                                   capture_output=True)
+                serial, _ = flush(ara.url, work, 10, 10, 1, **(creds if env else {}))
+                lanes, _ = flush(ara.url, work, 10, 10, window, **(creds if env else {}))
+                rows.append([name, f"{serial:.1f}", f"{lanes:.1f}", f"{lanes / serial:.2f}x"])
+                print(" | ".join(rows[-1]), flush=True)
+    print(table(["Ara", "window 1 res/s", f"window {window} res/s", "gain"], rows))
+    save_results("lanes-auth", {"rows": rows})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--delays", default="0,10,20,50")
     ap.add_argument("--shapes", default="1x200,10x20,50x4,200x1")
     ap.add_argument("--window", type=int, default=16)
     ap.add_argument("--quick", action="store_true", help="delays 0,50 and shapes 1x50,10x5,50x1")
+    ap.add_argument("--auth", action="store_true", help="login-protected Ara: Basic vs EXTERNAL_AUTH vs open")
     args = ap.parse_args()
+    if args.auth:
+        bench_auth(args.window)
+        return
     if args.quick:
         args.delays, args.shapes = "0,50", "1x50,10x5,50x1"
     delays = [float(d) for d in args.delays.split(",")]
