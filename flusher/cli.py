@@ -1,4 +1,4 @@
-"""The `ara-spool` command: emit, flush, status, env, verify."""
+"""The `ara-spool` command: emit, flush, status, env, verify, prune."""
 
 from __future__ import annotations
 
@@ -122,6 +122,8 @@ def cmd_flush(args: argparse.Namespace) -> int:
     finally:
         progress.close()
     code = _exit_code(outcomes)
+    if code == EXIT_UNREACHABLE and _stopped_cleanly(cfg, outcomes):
+        code = EXIT_OK  # SIGTERM/SIGINT (e.g. `systemctl stop`) with every checkpoint written
     for o in outcomes:
         if o.status in ("auth", "error", "unreachable", "busy", "stopped"):
             detail = o.message or o.status
@@ -138,6 +140,22 @@ def cmd_flush(args: argparse.Namespace) -> int:
         print(f"ara-spool: {shipped} event(s) shipped for {len(outcomes)} run(s) to {cfg.display_server}",
               file=sys.stderr)
     return code
+
+
+def _stopped_cleanly(cfg: Config, outcomes: list[Any]) -> bool:
+    """A one-shot stopped by SIGTERM/SIGINT (its only source of "stopped") with nothing else wrong,
+    and each stopped run's checkpoint written clean: the next flush goes on from there."""
+    from ara_spool.spool.paths import RunPaths
+    from ara_spool.spool.state import read_state_quiet
+
+    stopped = [o for o in outcomes if o.status == "stopped"]
+    if not stopped or any(o.status not in ("done", "stopped") for o in outcomes):
+        return False
+    for o in stopped:
+        st = read_state_quiet(RunPaths.of(cfg.spool_dir, o.run_id))
+        if st is not None and not st.clean:
+            return False
+    return True
 
 
 # -- status -----------------------------------------------------------------------------------
@@ -169,6 +187,33 @@ def cmd_verify(args: argparse.Namespace) -> int:
     report, ok = verify(cfg, args.run, repair=args.repair, ara=not args.offline)
     print(json.dumps(report, indent=2) if args.json else "\n".join(r["summary"] for r in report))
     return EXIT_OK if ok else EXIT_QUARANTINED
+
+
+# -- prune ------------------------------------------------------------------------------------
+def cmd_prune(args: argparse.Namespace) -> int:
+    from ara_spool.spool.paths import default_spool_dir
+    from ara_spool.spool.retention import Retention, RetentionConfigError, apply
+
+    try:
+        retention = Retention.from_env()
+        if args.days is not None:
+            retention.days = args.days
+        if args.action:
+            retention.action = args.action
+        retention.check()
+    except RetentionConfigError as exc:
+        return _fail(f"configuration: {exc}", EXIT_USAGE)
+    if retention.days is None:
+        return _fail("prune needs --days N (or ARA_SPOOL_RETENTION_DAYS)", EXIT_USAGE)
+    spool_dir = Path(args.spool_dir) if args.spool_dir else default_spool_dir()
+    report = apply(spool_dir, retention)
+    if not args.quiet:
+        done = "archived into " + str(spool_dir / "archive") if retention.action == "archive" else "removed"
+        print(f"ara-spool: {len(report.retired)} run(s) shipped and idle for {retention.days:g} day(s) {done}; "
+              f"{report.kept} kept", file=sys.stderr)
+    if report.failed:
+        return _fail(f"could not retire {len(report.failed)} run(s): {', '.join(report.failed)} (see the log)")
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -239,6 +284,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true", help="machine-readable output")
     common(r)
     r.set_defaults(func=cmd_verify)
+
+    pr = sub.add_parser("prune", help="retire runs wholly in Ara and idle N days (what the daemon does hourly)")
+    pr.add_argument("--days", type=float,
+                    help="idle this many days (default $ARA_SPOOL_RETENTION_DAYS; 0: every wholly shipped run)")
+    pr.add_argument("--action", choices=["delete", "archive"],
+                    help="delete their files, or gzip them into <spool>/archive/ "
+                    "(default $ARA_SPOOL_RETENTION_ACTION or delete)")
+    pr.add_argument("-q", "--quiet", action="store_true", help="no summary line")
+    common(pr, api=False)
+    pr.set_defaults(func=cmd_prune)
     return p
 
 
