@@ -18,6 +18,7 @@ installs the latter two with apt-get when missing). Timings go to tests/artifact
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import re
 import shlex
@@ -112,7 +113,8 @@ def _guest_wheels(tree: Path, work: Path) -> tuple[Path, Path]:
     wheel = next(project.glob("ara_spool-*.whl"))
     deps_key = re.search(r"^dependencies = \[(.*?)\]", (ROOT / "pyproject.toml").read_text(), re.M | re.S)
     arch = os.uname().machine
-    deps = cache_dir() / f"wheels-py{pyver}-{arch}-{abs(hash(deps_key.group(1) if deps_key else '')) % 10**8}"
+    key = hashlib.sha256((deps_key.group(1) if deps_key else "").encode()).hexdigest()[:10]
+    deps = cache_dir() / f"wheels-py{pyver}-{arch}-{key}"
     if not deps.exists():
         tmp = Path(str(deps) + f".tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
