@@ -387,7 +387,7 @@ def test_credentials_password_wrong_then_token(box: Container, api: AraAPI, gate
         refused = gate.seen["refused Basic"]
         spool_as_alice(box, run_id, hosts=2, tasks=2)
         wait_until(lambda: gate.seen["refused Basic"] > refused, 15, "the gate to refuse the wrong password")
-        wait_until(lambda: "401" in box.journal(DAEMON, after=cursor) or "auth" in box.journal(DAEMON, after=cursor),
+        wait_until(lambda: re.search(rf"run {run_id}: .*HTTP 401 auth refused", box.journal(DAEMON, after=cursor)),
                    15, "the auth error in the journal")
         props = box.show(DAEMON, "SubState", "NRestarts")
         assert props == {"SubState": "running", "NRestarts": before["NRestarts"]}, props
