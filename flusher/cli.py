@@ -1,4 +1,4 @@
-"""The `ara-spool` command: emit, flush, status, env, verify."""
+"""The `ara-spool` command: emit, flush, status, env, verify, prune."""
 
 from __future__ import annotations
 
@@ -132,6 +132,8 @@ def cmd_flush(args: argparse.Namespace) -> int:
         finally:
             progress.close()
     code = _exit_code(outcomes)
+    if code == EXIT_OK and not _stopped_cleanly(cfg, outcomes):
+        code = EXIT_UNREACHABLE  # stopped with a request cut short: the next flush reconciles it
     failed = []
     for o in outcomes:
         if o.status in ("auth", "server", "error", "unreachable", "busy"):
@@ -199,6 +201,19 @@ def cmd_requeue(args: argparse.Namespace) -> int:
     return code
 
 
+def _stopped_cleanly(cfg: Config, outcomes: list[Any]) -> bool:
+    """Every run a SIGTERM/SIGINT stopped (e.g. `systemctl stop`) left a clean checkpoint: no
+    request was cut short, the next flush goes on from there. True when nothing was stopped."""
+    from ara_spool.spool.state import read_state_quiet
+
+    for o in outcomes:
+        if o.status == "stopped":
+            st = read_state_quiet(RunPaths.of(cfg.spool_dir, o.run_id), cfg.destination)
+            if st is not None and not st.clean:
+                return False
+    return True
+
+
 # -- status -----------------------------------------------------------------------------------
 def cmd_status(args: argparse.Namespace) -> int:
     from ara_spool.flusher.status import collect, render_table
@@ -229,6 +244,33 @@ def cmd_verify(args: argparse.Namespace) -> int:
     report, ok = verify(cfg, args.run, repair=args.repair, ara=not args.offline)
     print(json.dumps(report, indent=2) if args.json else "\n".join(r["summary"] for r in report))
     return EXIT_OK if ok else EXIT_QUARANTINED
+
+
+# -- prune ------------------------------------------------------------------------------------
+def cmd_prune(args: argparse.Namespace) -> int:
+    from ara_spool.spool.paths import default_spool_dir
+    from ara_spool.spool.retention import Retention, RetentionConfigError, apply
+
+    try:
+        retention = Retention.from_env()
+        if args.days is not None:
+            retention.days = args.days
+        if args.action:
+            retention.action = args.action
+        retention.check()
+    except RetentionConfigError as exc:
+        return _fail(f"configuration: {exc}", EXIT_USAGE)
+    if retention.days is None:
+        return _fail("prune needs --days N (or ARA_SPOOL_RETENTION_DAYS)", EXIT_USAGE)
+    spool_dir = Path(args.spool_dir) if args.spool_dir else default_spool_dir()
+    report = apply(spool_dir, retention)
+    if not args.quiet:
+        done = "archived into " + str(spool_dir / "archive") if retention.action == "archive" else "removed"
+        print(f"ara-spool: {len(report.retired)} run(s) shipped and idle for {retention.days:g} day(s) {done}; "
+              f"{report.kept} kept", file=sys.stderr)
+    if report.failed:
+        return _fail(f"could not retire {len(report.failed)} run(s): {', '.join(report.failed)} (see the log)")
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -309,6 +351,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true", help="machine-readable output")
     common(r)
     r.set_defaults(func=cmd_verify)
+
+    pr = sub.add_parser("prune", help="retire runs wholly in Ara and idle N days (what the daemon does hourly)")
+    pr.add_argument("--days", type=float,
+                    help="idle this many days (default $ARA_SPOOL_RETENTION_DAYS; 0: every wholly shipped run)")
+    pr.add_argument("--action", choices=["delete", "archive"],
+                    help="delete their files, or gzip them into <spool>/archive/ "
+                    "(default $ARA_SPOOL_RETENTION_ACTION or delete)")
+    pr.add_argument("-q", "--quiet", action="store_true", help="no summary line")
+    common(pr, api=False)
+    pr.set_defaults(func=cmd_prune)
     return p
 
 

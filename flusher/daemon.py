@@ -124,6 +124,7 @@ class Daemon:
         self.stop_grace = stop_grace
         self.stop = asyncio.Event()
         self.active: dict[str, asyncio.Task[Outcome]] = {}
+        self.shipping: dict[str, int] = {}  # run -> events its current shipper has shipped so far
         self.paused: dict[str, float] = {}  # run -> monotonic time before which it is left alone
         self.seen: dict[str, _Seen] = {}
         self.ended: set[str] = set()  # runs whose run_end we have seen shipped
@@ -196,7 +197,7 @@ class Daemon:
         if snap is None or snap == self.seen.get(run_id):
             return False
         self.dormant.discard(run_id)
-        st = state_mod.read_state_quiet(paths)
+        st = state_mod.read_state_quiet(paths, self.cfg.destination)
         if st is None:
             # No checkpoint yet: work if there is at least one whole line.
             return _has_newline(paths, 0)
@@ -218,7 +219,7 @@ class Daemon:
             snap = self._snapshot(paths)
             if snap is None:
                 continue
-            st = state_mod.read_state_quiet(paths)
+            st = state_mod.read_state_quiet(paths, self.cfg.destination)
             left = snap.spool_size - (st.offset if st else 0)
             if left > 0:
                 runs += 1
@@ -308,13 +309,29 @@ class Daemon:
             if self.stop.is_set():
                 return Outcome(run_id, "stopped")
             paths = RunPaths.of(self.cfg.spool_dir, run_id)
-            return await RunShipper(paths, client, self.cfg, stop=self.stop).run()
+            # STATUS= counts events as they are shipped, not when the shipper returns (a long run
+            # would show 0 until its end): the shipper's checkpoint counter, less what it held at
+            # the start. _reap swaps this for the outcome's exact count.
+            before = state_mod.read_state_quiet(paths, self.cfg.destination)
+            base = before.shipped if before is not None else 0
+            shipper: RunShipper | None = None
+
+            def progress(_run_id: str, _n: int) -> None:
+                st = shipper.state if shipper is not None else None
+                if st is not None:
+                    self.shipping[run_id] = max(0, st.shipped - base)
+
+            shipper = RunShipper(paths, client, self.cfg, stop=self.stop, on_progress=progress)
+            return await shipper.run()
 
     def _reap(self) -> None:
         for run_id, task in list(self.active.items()):
             if not task.done():
                 continue
             del self.active[run_id]
+            live = self.shipping.pop(run_id, 0)
+            if task.cancelled() or task.exception() is not None:
+                self.stats.shipped += live  # no outcome: keep what it was seen shipping
             if task.cancelled():
                 continue
             exc = task.exception()
@@ -339,7 +356,7 @@ class Daemon:
             log.warning("run %s: %d line(s) quarantined, see %s", run_id, outcome.quarantined,
                         RunPaths.of(self.cfg.spool_dir, run_id).rejected)
         if outcome.status == "done" and run_id not in self.ended:
-            st = state_mod.read_state_quiet(RunPaths.of(self.cfg.spool_dir, run_id))
+            st = state_mod.read_state_quiet(RunPaths.of(self.cfg.spool_dir, run_id), self.cfg.destination)
             if st is not None and st.ended:
                 self.ended.add(run_id)
                 self.stats.runs_ended += 1
@@ -353,10 +370,14 @@ class Daemon:
             self._summary_shipped = 0
             self._last_summary = now
 
+    def shipped_since_start(self) -> int:
+        """Events shipped by this daemon: finished shippers, plus those still at work."""
+        return self.stats.shipped + sum(self.shipping.values())
+
     def _status(self) -> None:
         runs, pending = self.backlog()
         status = (f"backlog {_human(pending)} in {runs} run(s); {len(self.active)} shipping; "
-                  f"{self.stats.shipped} event(s) shipped since start")
+                  f"{self.shipped_since_start()} event(s) shipped since start")
         if self._cap.max_bytes is not None:
             used = retention_mod.spool_usage(self.cfg.spool_dir)
             if used > self._cap.max_bytes:

@@ -16,6 +16,7 @@ SPOOL_SUFFIX = ".jsonl"
 STATE_SUFFIX = ".state"
 REJECTED_SUFFIX = ".rejected.jsonl"
 LOCK_SUFFIX = ".lock"
+FLUSHER_LOG_SUFFIX = ".flusher.log"
 
 
 class UnsafeRunId(ValueError):
@@ -64,16 +65,29 @@ def ensure_spool_dir(path: Path, mode: int | None = None) -> Path:
     try:
         st = os.lstat(path)
     except FileNotFoundError:
-        path.mkdir(mode=mode, parents=True, exist_ok=True)
+        # No setgid bit in mkdir's mode: systemd's RestrictSUIDSGID=yes (our units) refuses it with
+        # EPERM. Under a setgid parent (the shared spool) the new dir inherits the bit anyway.
+        path.mkdir(mode=mode & 0o777, parents=True, exist_ok=True)
         st = os.lstat(path)
         if shared and stat.S_IMODE(st.st_mode) != mode and st.st_uid == os.geteuid():
-            os.chmod(path, mode)  # mkdir's mode went through the umask and drops setgid
+            _chmod_dir(path, mode, st)  # the umask masked the mode, or no setgid was inherited
             st = os.lstat(path)
     if stat.S_ISLNK(st.st_mode):
         raise UnsafeSpoolPath(f"spool dir {path} is a symlink; refusing to follow it")
     if not stat.S_ISDIR(st.st_mode):
         raise UnsafeSpoolPath(f"spool dir {path} is not a directory")
     return path
+
+
+def _chmod_dir(path: Path, mode: int, st: os.stat_result) -> None:
+    """chmod a dir we just made; where setting setgid is refused (RestrictSUIDSGID=yes: EPERM),
+    set the permission bits alone, keeping a setgid bit the dir inherited."""
+    try:
+        os.chmod(path, mode)
+    except PermissionError:
+        if st.st_mode & stat.S_ISGID:
+            return  # inherited: chmod without the bit would clear it, chmod with it is refused
+        os.chmod(path, mode & 0o777)
 
 
 @dataclass(frozen=True)
@@ -102,6 +116,11 @@ class RunPaths:
     @property
     def lock(self) -> Path:
         return self.spool_dir / (self.run_id + LOCK_SUFFIX)
+
+    @property
+    def flusher_log(self) -> Path:
+        """The log of the flusher an Ansible run starts for itself (handlers/runtime.py)."""
+        return self.spool_dir / (self.run_id + FLUSHER_LOG_SUFFIX)
 
     def spool_size(self) -> int:
         """Bytes in the run's spool file (0 when it has none yet)."""

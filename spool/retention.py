@@ -2,9 +2,10 @@
 
 A run is *retired* once it is wholly in Ara (its run_end shipped, its checkpoint at the end of the
 spool, the last flusher stopped cleanly) and nothing touched it for `days`: its files are removed
-(`delete`) or moved to `<spool>/archive/` with the spool and quarantine gzipped (`archive`).
-Runs that are not wholly shipped are never retired, whatever their age: an audit trail is not
-dropped silently. The daemon (flusher/daemon.py) calls apply() periodically.
+(`delete`) or moved to `<spool>/archive/` with the spool, the quarantine and the in-play flusher's
+log gzipped (`archive`). Runs that are not wholly shipped are never retired, whatever their age:
+an audit trail is not dropped silently. The daemon (flusher/daemon.py) calls apply() once an hour;
+`ara-spool prune` calls it once, for one-shot and timer users (ara-spool-flush.service).
 
 The size cap (ARA_SPOOL_MAX_BYTES) is checked by spool/writer.py append(): over the cap the
 append warns (policy `warn`, the default: nothing is lost) or raises SpoolFull (policy `refuse`:
@@ -125,7 +126,8 @@ class Retention:
 @dataclass
 class Report:
     retired: list[str] = field(default_factory=list)
-    kept: int = 0  # runs not retired (pending, recent, busy)
+    kept: int = 0  # runs not retired (pending, recent, busy, failed)
+    failed: list[str] = field(default_factory=list)  # runs whose retirement hit an error (logged)
 
 
 def spool_usage(spool_dir: Path | str) -> int:
@@ -179,7 +181,7 @@ def retirable(paths: RunPaths, max_age_s: float, now: float | None = None) -> bo
     st = state_mod.read_state_quiet(paths)
     if st is None or not st.ended or not st.clean or st.offset < paths.spool_size():
         return False
-    last = max(_mtime(paths.spool), _mtime(paths.state), _mtime(paths.rejected))
+    last = max(_mtime(paths.spool), _mtime(paths.state), _mtime(paths.rejected), _mtime(paths.flusher_log))
     return (now if now is not None else time.time()) - last >= max_age_s
 
 
@@ -231,9 +233,11 @@ def _retire(paths: RunPaths, action: str) -> bool:
             _gzip_into(hidden, archive / (paths.run_id + ".jsonl.gz"))
         if paths.rejected.exists():
             _gzip_into(paths.rejected, archive / (paths.run_id + REJECTED_SUFFIX + ".gz"))
+        if paths.flusher_log.exists():
+            _gzip_into(paths.flusher_log, archive / (paths.flusher_log.name + ".gz"))
         if paths.state.exists():
             os.replace(paths.state, archive / (paths.run_id + STATE_SUFFIX))
-    for path in (hidden, paths.rejected, paths.state):
+    for path in (hidden, paths.rejected, paths.flusher_log, paths.state):
         try:
             os.unlink(path)
         except FileNotFoundError:
@@ -266,6 +270,7 @@ def apply(spool_dir: Path | str, retention: Retention, now: float | None = None)
                     os.unlink(paths.lock)
         except (OSError, UnsafeSpoolPath) as exc:
             log.error("run %s: retention failed: %s", run_id, exc)
+            report.failed.append(run_id)
             done = False
         if done:
             report.retired.append(run_id)

@@ -1,0 +1,95 @@
+"""`ara-spool prune` (retention without the daemon) and a one-shot flush stopped by SIGTERM, as
+subprocesses against the session's real Ara. The same, under a real systemd: test_systemd_real.py."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ara_spool.spool.paths import RunPaths
+from ara_spool.spool.state import load
+
+from tests.ara import AraServer, free_port
+from tests.authgate import AuthGate
+from tests.runs import spool_run
+
+
+def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "ara_spool.flusher", *args], env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def age(spool_dir: Path, run_id: str, days: float) -> None:
+    old = time.time() - days * 86400
+    for p in spool_dir.glob(f"{run_id}.*"):
+        os.utime(p, (old, old))
+
+
+def test_prune_retires_shipped_idle_runs_only(cli_env, ara, spool_dir):
+    r = cli(cli_env, "prune")
+    assert r.returncode == 2 and "--days" in r.stderr, r.stderr
+    spool_run(spool_dir, "pr-done", hosts=1, tasks=2)
+    spool_run(spool_dir, "pr-open", hosts=1, tasks=2, end=None)  # no run_end: never retired
+    spool_run(spool_dir, "pr-young", hosts=1, tasks=1)
+    assert cli(cli_env, "flush", "--quiet").returncode == 0
+    (spool_dir / "pr-done.flusher.log").write_text("the in-play flusher's log\n")
+    for run_id in ("pr-done", "pr-open"):
+        age(spool_dir, run_id, 10)
+
+    r = cli(cli_env, "prune", "--days", "7")
+    assert r.returncode == 0, r.stderr
+    assert "1 run(s) shipped and idle for 7 day(s) removed; 2 kept" in r.stderr
+    assert not list(spool_dir.glob("pr-done*")), list(spool_dir.iterdir())
+    assert (spool_dir / "pr-open.jsonl").exists() and (spool_dir / "pr-young.jsonl").exists()
+
+    # From the environment, as the timer's one-shot runs it; archive into a group-shared spool.
+    env = dict(cli_env, ARA_SPOOL_RETENTION_DAYS="0", ARA_SPOOL_RETENTION_ACTION="archive",
+               ARA_SPOOL_GROUP_SHARED="true")
+    (spool_dir / "pr-young.flusher.log").write_text("log\n")
+    want = (spool_dir / "pr-young.jsonl").read_bytes()
+    r = cli(env, "prune", "--quiet")
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    arch = spool_dir / "archive"
+    assert gzip.decompress((arch / "pr-young.jsonl.gz").read_bytes()) == want
+    assert gzip.decompress((arch / "pr-young.flusher.log.gz").read_bytes()) == b"log\n"
+    assert oct(arch.stat().st_mode & 0o7777) == oct(0o2770)
+    assert (spool_dir / "pr-open.jsonl").exists()
+    assert len(ara.results(ara.playbook_for("pr-done")["id"])) == 2  # Ara keeps what was shipped
+
+    r = cli(dict(cli_env, ARA_SPOOL_RETENTION_ACTION="shred"), "prune", "--days", "1")
+    assert r.returncode == 2 and "shred" in r.stderr
+
+
+def test_oneshot_sigterm_with_clean_checkpoint_exits_0(cli_env, ara, ara_server: AraServer, spool_dir):
+    """`systemctl stop` of ara-spool-flush.service mid-backlog: exit 0 (was 3, "Ara unreachable"),
+    checkpoint clean; the next flush ships the rest exactly once."""
+    gate = AuthGate(ara_server.url, free_port()).start()
+    gate.accept = {""}  # an open Ara, slowed down so that the flush is still running at SIGTERM
+    gate.delay = 0.02
+    try:
+        env = dict(cli_env, ARA_API_SERVER=gate.url)
+        spool_run(spool_dir, "sig-1", hosts=2, tasks=60)
+        paths = RunPaths.of(spool_dir, "sig-1")
+        proc = subprocess.Popen([sys.executable, "-m", "ara_spool.flusher", "flush", "--quiet"], env=env,
+                                stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while (not paths.state.exists() or load(paths).shipped < 10) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+        st = load(paths)
+        assert st.clean and 0 < st.offset < paths.spool_size(), st
+        assert "stopped before the end" in err
+        gate.delay = 0.0
+        r = cli(env, "flush", "--quiet")
+        assert r.returncode == 0, r.stderr
+        results = ara.results(ara.playbook_for("sig-1")["id"])
+        assert len(results) == 120 and len({(x["task"], x["host"]) for x in results}) == 120
+    finally:
+        gate.close()
