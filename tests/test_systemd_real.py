@@ -218,9 +218,11 @@ def wait_shipped(api: AraAPI, run_id: str, n: int, timeout: float) -> float:
 
 
 def state_of(box: Container, run_id: str) -> dict[str, Any]:
+    """The run's checkpoint at the Ara it was shipped to last (state file v2: one per destination)."""
     import json
 
-    return json.loads(box.path(f"{SPOOL}/{run_id}.state").read_text())
+    data = json.loads(box.path(f"{SPOOL}/{run_id}.state").read_text())
+    return data["destinations"][data["current"]]
 
 
 def status_text(box: Container) -> str:
