@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ara_spool.flusher.config import Config, ConfigError
-from ara_spool.spool import schema, writer
+from ara_spool.spool import events, schema, writer
 from ara_spool.spool.paths import RunPaths, UnsafeRunId, UnsafeSpoolPath, check_run_id
 
 EXIT_OK = 0
@@ -63,13 +63,11 @@ def cmd_emit(args: argparse.Namespace) -> int:
             details = json.loads(args.details)
         except ValueError as exc:
             return _fail(f"--details is not valid JSON: {exc}", EXIT_USAGE)
-    body: dict[str, Any] = {"task": args.task, "status": args.status, "host": args.host, "details": details}
-    if args.duration is not None:
-        if args.duration < 0:
-            return _fail("--duration must not be negative", EXIT_USAGE)
-        body["duration"] = args.duration
-    if args.changed:
-        body["changed"] = True
+    try:
+        body = events.event_body(args.task, args.status, args.host, details, duration=args.duration,
+                                 changed=True if args.changed else None)
+    except ValueError as exc:
+        return _fail(str(exc), EXIT_USAGE)
     cfg_dir = Path(args.spool_dir) if args.spool_dir else None
     writer.append(run_id, "event", body, spool_dir=cfg_dir)
     return EXIT_OK
@@ -294,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--run", help="run id (default $ARA_RUN_ID)")
     e.add_argument("--task", required=True, help="task name shown in Ara")
     e.add_argument("--host", required=True, help="host name shown in Ara")
-    e.add_argument("--status", required=True, choices=["ok", "failed", "skipped", "unreachable"])
+    e.add_argument("--status", required=True, choices=schema.EVENT_STATUSES)
     e.add_argument("--duration", type=float, help="seconds the step took")
     e.add_argument("--details", help="JSON stored as the result's content")
     e.add_argument("--changed", action="store_true", help="mark the result changed")

@@ -37,7 +37,9 @@ REQUIRED: dict[str, tuple[str | None, tuple[str, ...]]] = {
 }
 KINDS = frozenset(REQUIRED)
 
-RESULT_STATUSES = frozenset({"ok", "failed", "skipped", "unreachable", "unknown"})
+# What an explicit event may say (in the order help texts list them); a result may also be unknown.
+EVENT_STATUSES = ("ok", "failed", "skipped", "unreachable")
+RESULT_STATUSES = frozenset({*EVENT_STATUSES, "unknown"})
 RUN_STATUSES = frozenset({"completed", "failed", "expired", "running", "unknown"})
 TASK_STATUSES = frozenset({"completed", "failed", "expired", "running", "unknown"})
 PLAY_STATUSES = frozenset({"completed", "expired", "running", "unknown"})

@@ -22,7 +22,7 @@ try:
 except ImportError as exc:  # the plugins are thin: the package must be in Ansible's own Python
     raise ImportError(f"ara-spool is not installed in the Python that runs Ansible ({sys.executable}): "
                       f"pip install it there ({exc})") from exc
-from ara_spool.spool import writer  # noqa: E402
+from ara_spool.spool import events, writer  # noqa: E402
 
 display = Display()
 
@@ -66,11 +66,10 @@ class ActionModule(ActionBase):
                 # only the last payload per host survives. Record it; the README explains the loss.
                 payload = self._var(task_vars, "ara_event_payload")
                 if isinstance(payload, dict):
-                    body = {"task": str(payload.get("task") or "ara_event"), "status": payload.get("status", "ok"),
-                            "host": str(payload.get("host") or task_vars.get("inventory_hostname")),
-                            "details": payload.get("details", {})}
-                    if payload.get("duration") is not None:
-                        body["duration"] = float(payload["duration"])
+                    body, warning = events.payload_body(payload, task="ara_event",
+                                                        host=str(task_vars.get("inventory_hostname")))
+                    if warning:
+                        display.warning(f"ara-spool: {warning}")
                     writer.append(str(run_id), "event", body, spool_dir=runtime.spool_dir())
             result["msg"] = f"events of run {run_id} are spooled"
             return result

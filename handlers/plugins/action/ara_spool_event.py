@@ -27,10 +27,8 @@ try:
 except ImportError as exc:  # the plugins are thin: the package must be in Ansible's own Python
     raise ImportError(f"ara-spool is not installed in the Python that runs Ansible ({sys.executable}): "
                       f"pip install it there ({exc})") from exc
-from ara_spool.spool import writer  # noqa: E402
+from ara_spool.spool import events, writer  # noqa: E402
 from ara_spool.spool.paths import UnsafeRunId  # noqa: E402
-
-STATUSES = ("ok", "failed", "skipped", "unreachable")
 
 
 def play_uuid_of(task) -> str | None:
@@ -57,33 +55,21 @@ class ActionModule(ActionBase):
             result.update(skipped=True, skip_reason="ara_enabled is false")
             return result
         args = self._task.args
-        status = str(args.get("status", "ok"))
-        if status not in STATUSES:
-            result.update(failed=True, msg=f"status must be one of {', '.join(STATUSES)}, not {status!r}")
+        path, lineno = events.split_location(self._task.get_path())
+        try:
+            body = events.event_body(
+                str(args.get("task") or self._task.get_name()), str(args.get("status", "ok")),
+                str(args.get("host") or task_vars.get("inventory_hostname", "localhost")), args.get("details", {}),
+                duration=args.get("duration"), changed=bool(args.get("changed", False)),
+                play_uuid=play_uuid_of(self._task), path=path or None, lineno=lineno if path else None)
+        except ValueError as exc:
+            result.update(failed=True, msg=str(exc))
             return result
         run_id = self._templar.template(task_vars.get("ara_run_id") or "") or os.environ.get(runtime.ACTIVE_ENV) \
             or os.environ.get("ARA_RUN_ID")
         if not run_id:
             result.update(failed=True, msg="no run id: enable the ara_spool callback or set ara_run_id")
             return result
-        body = {
-            "task": str(args.get("task") or self._task.get_name()),
-            "status": status,
-            "host": str(args.get("host") or task_vars.get("inventory_hostname", "localhost")),
-            "details": args.get("details", {}),
-            "changed": bool(args.get("changed", False)),
-            "play_uuid": play_uuid_of(self._task),
-        }
-        spec = self._task.get_path() or ""
-        path, _, line = spec.rpartition(":")
-        if path:
-            body["path"], body["lineno"] = path, int(line) if line.isdigit() else 1
-        if args.get("duration") is not None:
-            try:
-                body["duration"] = float(args["duration"])
-            except (TypeError, ValueError):
-                result.update(failed=True, msg=f"duration must be a number, not {args['duration']!r}")
-                return result
         try:
             event = writer.append(str(run_id), "event", body, spool_dir=runtime.spool_dir())
         except (OSError, ValueError, UnsafeRunId) as exc:

@@ -144,7 +144,7 @@ except ImportError as exc:  # the plugins are thin: the package must be in Ansib
     raise ImportError(f"ara-spool is not installed in the Python that runs Ansible ({sys.executable}): "
                       f"pip install it there ({exc})") from exc
 from ara_spool.handlers import parity  # noqa: E402
-from ara_spool.spool import writer  # noqa: E402
+from ara_spool.spool import events, writer  # noqa: E402
 from ara_spool.spool.paths import UnsafeRunId, check_run_id  # noqa: E402
 
 display = Display()
@@ -360,11 +360,8 @@ class CallbackModule(CallbackBase):
         if self.run_id is None:
             return
         self._end_task()
-        path, lineno = self.playbook_path, 1
-        spec = task.get_path()
-        if spec:
-            path, _, line = spec.rpartition(":")
-            lineno = int(line) if line.isdigit() else 1
+        path, lineno = events.split_location(task.get_path())
+        path = path or self.playbook_path
         if path:
             self._record_file(path)
         self.task_uuid = str(task._uuid)[:36]
@@ -464,8 +461,7 @@ class CallbackModule(CallbackBase):
         if task.delegate_to and status != "skipped" and not delegated:
             delegated = [self._delegate(result)]
         delegated = [] if status == "skipped" else [d for d in delegated if d]
-        spec = task.get_path() or ""
-        path, _, line = spec.rpartition(":")
+        path, lineno = events.split_location(task.get_path())
         content = self._content(result)
         self.notes.setdefault(task_uuid, parity.TaskNotes()).add(content)
         body = {
@@ -473,8 +469,7 @@ class CallbackModule(CallbackBase):
             "delegated_to": [self._shown(d) for d in delegated],
             "status": status, "changed": bool(result._result.get("changed", False)), "ignore_errors": ignore_errors,
             "started": started, "ended": ended, "content": content,
-            "task_name": task.get_name(), "action": action, "path": path or self.playbook_path,
-            "lineno": int(line) if line.isdigit() else 1,
+            "task_name": task.get_name(), "action": action, "path": path or self.playbook_path, "lineno": lineno,
         }
         if parity.host_facts(action, content) is not None:
             body["host_facts"] = True  # the flusher records content's ansible_facts on the host
@@ -486,27 +481,11 @@ class CallbackModule(CallbackBase):
         """The seed's pattern: `set_fact: ara_event_payload` + `notify: ara_send_event`. Handlers run
         once per host per flush with the last payload, so the payload is spooled here, as each task
         sets it, with that task's identity and time."""
-        if not isinstance(payload, dict):
-            payload = {"details": payload}
-        status = str(payload.get("status") or "ok")
-        if status not in ("ok", "failed", "skipped", "unreachable"):
-            payload = {**payload, "details": {"status": status, "details": payload.get("details")}}
-            status = "ok"
-        duration = payload.get("duration")
-        try:
-            duration = float(duration) if duration is not None else None
-        except (TypeError, ValueError):
-            duration = None
-        spec = task.get_path() or ""
-        path, _, line = spec.rpartition(":")
-        body = {
-            "task": str(payload.get("task") or task.get_name()), "status": status,
-            "host": str(payload.get("host") or self._shown(host)), "details": payload.get("details", {}),
-            "play_uuid": self.play_uuid, "path": path or self.playbook_path,
-            "lineno": int(line) if line.isdigit() else 1,
-        }
-        if duration is not None and duration >= 0:
-            body["duration"] = duration
+        path, lineno = events.split_location(task.get_path())
+        body, warning = events.payload_body(payload, task=task.get_name(), host=self._shown(host),
+                                            play_uuid=self.play_uuid, path=path or self.playbook_path, lineno=lineno)
+        if warning:
+            display.warning(f"ara-spool: {warning}")
         self._append("event", body, ts=ended)
 
     # -- the end ------------------------------------------------------------------------------
