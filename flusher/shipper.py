@@ -146,6 +146,7 @@ class RunShipper:
         self._halt: _Stop | None = None
         self._committed_last = 0  # highest result id below the low-water mark
         self._stop_deadline: float | None = None  # set at the first stop seen: the grace's end
+        self._skip: set[int] = set()
         self._with_retries: Callable[..., Awaitable[Any]] | None = None
 
     # -- the loop ---------------------------------------------------------------------------
@@ -169,6 +170,7 @@ class RunShipper:
             fresh = st.fresh
             self.ids = AraIds.bind(st)
             self._committed_last = self.ids.last_result
+            self._skip = set(st.done_above)  # shipped by an earlier flusher above its low-water mark
             self.reconciler = Reconciler(st.run_id, after_crash=not st.clean, fresh=fresh,
                                          until=self.paths.spool_size(), floor=self.ids.last_result)
             if not st.clean:
@@ -197,9 +199,10 @@ class RunShipper:
                 await self._abandon()
                 if self._stop_waiter is not None:
                     self._stop_waiter.cancel()
-                # A create may be in Ara unknown to us, or lines above the low-water mark are in
-                # Ara while one before them is not: the next flusher reconciles.
-                st.clean = not self.reconciler.uncertain and not any(e.done for e in self._window)
+                # Lines done above the low-water mark are in the checkpoint (done_above); only a
+                # create that may be in Ara unknown to us makes the next flusher reconcile.
+                st.done_above = [e.line.offset for e in self._window if e.done]
+                st.clean = not self.reconciler.uncertain
                 st.requests += self._requests - self._requests_saved
                 self._requests_saved = self._requests
                 st.updated = now_iso()
@@ -289,7 +292,10 @@ class RunShipper:
                 if self.stop.is_set():
                     await self._settle()
                     raise _Stop("stopped", "stopped")
-                if self.window > 1:
+                if line.offset in self._skip:
+                    self._skip.discard(line.offset)
+                    self._passed(line)
+                elif self.window > 1:
                     await self._dispatch(line, hints)
                 else:
                     await self._handle(line, hints)
@@ -431,6 +437,12 @@ class RunShipper:
     # low-water mark: every line before it is answered; after a crash, the lines above it are
     # reconciled (flusher/reconcile.py looks up every create of them, not only up to a miss).
 
+    def _passed(self, line: Line) -> None:
+        """A line an earlier flusher shipped above its low-water mark: done, nothing to send."""
+        entry = _Entry(line)
+        self._window.append(entry)
+        self._complete(entry)
+
     async def _dispatch(self, line: Line, hints: Hints) -> None:
         if self._halt is not None:
             await self._settle()
@@ -475,8 +487,8 @@ class RunShipper:
         try:
             if before is not None and not before.done():
                 await asyncio.wait((before,))  # this host's earlier result goes first
-            if self._halt is not None:
-                return
+            if self._halt is not None or self.stop.is_set():
+                return  # nothing new starts after a stop: this line stays for the next flusher
             while True:
                 response = await self._execute(call, entry.line.offset)
                 if call.path == RESULTS:
@@ -523,6 +535,7 @@ class RunShipper:
             if done.result_id is not None:
                 self._committed_last = max(self._committed_last, done.result_id)
             self._since_ckpt += 1
+        st.done_above = [e.line.offset for e in self._window if e.done]
         self._checkpoint()
 
     def _quarantine(self, line: Line, reason: str) -> None:
@@ -570,7 +583,9 @@ class RunShipper:
     async def _retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
         """attempt(), retried with backoff on transient errors. A stop gives what is in flight, or
         queued in a lane before the stop, until a shared deadline (STOP_GRACE_SECONDS after the
-        stop) to finish; then it is cancelled."""
+        stop) to finish; then it is cancelled. Nothing new starts after a stop."""
+        if self.stop.is_set():
+            raise _Stop("stopped", "stopped")
         if self._with_retries is None:  # decorated once: per call it would cost ~0.1 ms of CPU
             self._with_retries = backoff.on_exception(
                 backoff.expo, TransientError, max_time=self._remaining, max_value=self.config.max_backoff,

@@ -39,6 +39,7 @@ class RunState:
     run_id: str
     dest: str = UNKNOWN_DEST
     offset: int = 0  # every line before this byte offset is shipped or quarantined
+    done_above: list[int] = field(default_factory=list)  # offsets of lines past `offset` also done
     shipped: int = 0  # events shipped
     quarantined: int = 0  # lines quarantined
     requests: int = 0  # HTTP requests made for this run
