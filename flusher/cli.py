@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ara_spool.flusher.config import Config, ConfigError
-from ara_spool.spool import events, schema, writer
+from ara_spool.flusher.config import Config
+from ara_spool.spool import events, schema, settings, writer
 from ara_spool.spool.paths import RunPaths, UnsafeRunId, UnsafeSpoolPath, check_run_id
 
 EXIT_OK = 0
@@ -54,7 +54,7 @@ def _config(args: argparse.Namespace) -> Config:
 
 # -- emit -------------------------------------------------------------------------------------
 def cmd_emit(args: argparse.Namespace) -> int:
-    run_id = args.run or os.environ.get("ARA_RUN_ID")
+    run_id = args.run or settings.env_str("ARA_RUN_ID")
     if not run_id:
         return _fail("emit needs --run ID (or ARA_RUN_ID)", EXIT_USAGE)
     details: Any = {}
@@ -170,12 +170,8 @@ def _daemon(cfg: Config, args: argparse.Namespace) -> int:
         retention.check()
     except RetentionConfigError as exc:
         return _fail(f"configuration: {exc}", EXIT_USAGE)
-    try:
-        max_backoff = args.max_backoff or float(os.environ.get("ARA_SPOOL_MAX_BACKOFF") or 0)
-    except ValueError:
-        return _fail("configuration: ARA_SPOOL_MAX_BACKOFF is not a number", EXIT_USAGE)
-    if max_backoff > 0:
-        cfg.max_backoff = max_backoff
+    if args.max_backoff:
+        cfg.max_backoff = args.max_backoff
     return run_daemon(cfg, poll=args.poll, retention=retention, retention_interval=args.retention_interval)
 
 
@@ -363,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def setup_logging(verbosity: int) -> None:
-    level = os.environ.get("ARA_SPOOL_LOG_LEVEL")
+    level = settings.env_str("ARA_SPOOL_LOG_LEVEL")
     if not level:
         level = "WARNING" if verbosity == 0 else "INFO" if verbosity == 1 else "DEBUG"
     # Under systemd, journald stamps each line: no timestamp of our own.
@@ -378,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     try:
         return args.func(args)
-    except ConfigError as exc:
+    except settings.SettingError as exc:  # ConfigError and RetentionConfigError too
         return _fail(f"configuration: {exc}", EXIT_USAGE)
     except (UnsafeRunId, UnsafeSpoolPath, UnknownRun) as exc:
         return _fail(str(exc), EXIT_USAGE)

@@ -7,46 +7,51 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from ara_spool.spool import settings
 from ara_spool.spool.paths import default_spool_dir
+
+_env_bool = settings.env_bool
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"  # as Ara's own http client
 
 
-class ConfigError(ValueError):
+# Every environment variable the flusher reads (the spool's own: spool/settings.py).
+FLUSHER_SETTINGS = {
+    "ARA_API_SERVER": "Ara's API server URL",
+    "ARA_API_USERNAME": "Basic auth user",
+    "ARA_API_PASSWORD": "Basic auth password (or ARA_API_PASSWORD_FILE, or a systemd credential)",
+    "ARA_API_PASSWORD_FILE": "file holding the password",
+    "ARA_API_TOKEN": "Bearer token for a proxy in front of Ara (or ARA_API_TOKEN_FILE, or a credential)",
+    "ARA_API_TOKEN_FILE": "file holding the token",
+    "ARA_API_INSECURE": "do not verify TLS certificates",
+    "ARA_API_CA_BUNDLE": "CA file for TLS verification",
+    "ARA_API_TIMEOUT": "seconds per request",
+    "ARA_SPOOL_CONCURRENCY": "runs shipped at once",
+    "ARA_SPOOL_WINDOW": "requests in flight per run",
+    "ARA_SPOOL_MAX_INFLIGHT": "requests in flight across runs",
+    "ARA_SPOOL_CHECKPOINT_EVERY": "events between checkpoints",
+    "ARA_SPOOL_MAX_BACKOFF": "longest wait between retries",
+    "ARA_SPOOL_LOG_LEVEL": "log level (overrides -v)",
+    "ARA_RUN_ID": "run id for `ara-spool emit` (and the callback's)",
+}
+
+
+class ConfigError(settings.SettingError):
     """A setting that cannot work; the message names the variable."""
 
 
-def _bool(name: str, default: bool = False) -> bool:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    value = raw.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"{name}={raw!r} is not a boolean (use true or false)")
-
-
 def _number(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number") from None
-    if value <= 0:
-        raise ConfigError(f"{name}={raw!r} must be positive")
+    value = settings.env_number(name, default)
+    assert value is not None
     return value
 
 
 def _secret(name: str, cred_name: str) -> str | None:
     """A secret from $NAME, else the file named by $NAME_FILE, else a systemd credential."""
-    value = os.environ.get(name)
+    value = settings.env_str(name)
     if value:
         return value
-    path = os.environ.get(f"{name}_FILE")
+    path = settings.env_str(f"{name}_FILE")
     cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
     if not path and cred_dir and Path(cred_dir, cred_name).is_file():
         path = str(Path(cred_dir, cred_name))
@@ -90,18 +95,19 @@ class Config:
     @classmethod
     def from_env(cls) -> Config:
         cfg = cls(
-            server=os.environ.get("ARA_API_SERVER") or DEFAULT_SERVER,
-            username=os.environ.get("ARA_API_USERNAME") or None,
+            server=settings.env_str("ARA_API_SERVER") or DEFAULT_SERVER,
+            username=settings.env_str("ARA_API_USERNAME"),
             password=_secret("ARA_API_PASSWORD", "ara-api-password"),
             token=_secret("ARA_API_TOKEN", "ara-api-token"),
-            insecure=_bool("ARA_API_INSECURE"),
-            ca_bundle=os.environ.get("ARA_API_CA_BUNDLE") or None,
+            insecure=_env_bool("ARA_API_INSECURE"),
+            ca_bundle=settings.env_str("ARA_API_CA_BUNDLE"),
             timeout=_number("ARA_API_TIMEOUT", 30.0),
             spool_dir=default_spool_dir(),
             concurrency=int(_number("ARA_SPOOL_CONCURRENCY", 4)),
             window=int(_number("ARA_SPOOL_WINDOW", 16)),
             max_inflight=int(_number("ARA_SPOOL_MAX_INFLIGHT", 64)),
             checkpoint_every=int(_number("ARA_SPOOL_CHECKPOINT_EVERY", 100)),
+            max_backoff=_number("ARA_SPOOL_MAX_BACKOFF", 30.0),
         )
         cfg.check()
         return cfg

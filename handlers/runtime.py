@@ -13,20 +13,19 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from ara_spool.spool import progress, quarantine
+from ara_spool.spool import progress, quarantine, settings
 from ara_spool.spool.lock import is_locked
 from ara_spool.spool.paths import RunPaths, default_spool_dir, ensure_spool_dir, open_nofollow
 
 # Set by the callback in the controller's environment once it records a run; forked workers and
 # the flusher inherit it, so every part of the run agrees on one id.
 ACTIVE_ENV = "ARA_SPOOL_ACTIVE_RUN"
-TRUE = ("1", "true", "yes", "on", "y", "t")
 
 
 def as_bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    return str(value).strip().lower() in TRUE
+    """An Ansible variable as a switch: the one boolean rule (spool/settings.py); anything else,
+    an opt-in switch reads as off."""
+    return settings.parse_bool(value) or False
 
 
 def new_run_id() -> str:

@@ -8,6 +8,8 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from ara_spool.spool import settings
+
 # A run id becomes a file name: keep it to a portable, unambiguous alphabet. No path separators,
 # no leading dot or dash (hidden files, option injection), bounded length.
 _RUN_ID_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:@+=-]{0,127}$")
@@ -39,10 +41,10 @@ def check_run_id(run_id: str) -> str:
 
 def default_spool_dir() -> Path:
     """$ARA_SPOOL_DIR, else $XDG_STATE_HOME/ara-spool, else ~/.local/state/ara-spool."""
-    env = os.environ.get("ARA_SPOOL_DIR")
+    env = settings.env_str("ARA_SPOOL_DIR")
     if env:
         return Path(env)
-    xdg = os.environ.get("XDG_STATE_HOME")
+    xdg = os.environ.get("XDG_STATE_HOME")  # the XDG base directory, not a setting of ours
     base = Path(xdg) if xdg else Path.home() / ".local" / "state"
     return base / "ara-spool"
 
@@ -53,7 +55,7 @@ def group_shared() -> bool:
     Then a new spool dir is 2770 (setgid: files inherit the dir's group) and files we create are
     0660 whatever the umask, so that every member can append, ship and checkpoint any run.
     """
-    return os.environ.get("ARA_SPOOL_GROUP_SHARED", "").strip().lower() in ("1", "true", "yes", "on")
+    return settings.env_bool("ARA_SPOOL_GROUP_SHARED")
 
 
 def ensure_spool_dir(path: Path, mode: int | None = None) -> Path:

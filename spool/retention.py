@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ara_spool.spool import settings
 from ara_spool.spool import state as state_mod
 from ara_spool.spool.lock import try_lock
 from ara_spool.spool.paths import (
@@ -57,7 +58,7 @@ class SpoolFull(OSError):
         return str(self.strerror)
 
 
-class RetentionConfigError(ValueError):
+class RetentionConfigError(settings.SettingError):
     """A retention or cap setting that cannot work; the message names the variable."""
 
 
@@ -86,10 +87,11 @@ class Cap:
 
     @classmethod
     def from_env(cls) -> Cap:
-        raw = os.environ.get("ARA_SPOOL_MAX_BYTES", "").strip()
-        policy = (os.environ.get("ARA_SPOOL_FULL_POLICY", "").strip().lower() or "warn")
-        if policy not in FULL_POLICIES:
-            raise RetentionConfigError(f"ARA_SPOOL_FULL_POLICY={policy!r}: use one of {', '.join(FULL_POLICIES)}")
+        raw = (settings.env_str("ARA_SPOOL_MAX_BYTES") or "").strip()
+        try:
+            policy = settings.env_choice("ARA_SPOOL_FULL_POLICY", FULL_POLICIES, "warn")
+        except settings.SettingError as exc:
+            raise RetentionConfigError(str(exc)) from None
         return cls(parse_size(raw) if raw else None, policy)
 
 
@@ -102,16 +104,11 @@ class Retention:
 
     @classmethod
     def from_env(cls) -> Retention:
-        raw = os.environ.get("ARA_SPOOL_RETENTION_DAYS", "").strip()
-        days: float | None = None
-        if raw:
-            try:
-                days = float(raw)
-            except ValueError:
-                raise RetentionConfigError(f"ARA_SPOOL_RETENTION_DAYS={raw!r} is not a number") from None
-            if days < 0:
-                raise RetentionConfigError(f"ARA_SPOOL_RETENTION_DAYS={raw!r} must not be negative")
-        action = os.environ.get("ARA_SPOOL_RETENTION_ACTION", "").strip().lower() or "delete"
+        try:
+            days = settings.env_number("ARA_SPOOL_RETENTION_DAYS", None, minimum=0.0, inclusive=True)
+        except settings.SettingError as exc:
+            raise RetentionConfigError(str(exc)) from None
+        action = (settings.env_str("ARA_SPOOL_RETENTION_ACTION") or "delete").strip().lower()
         r = cls(days, action)
         r.check()
         return r

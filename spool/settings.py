@@ -42,6 +42,11 @@ def parse_bool(raw: object) -> bool | None:
     return None
 
 
+def env_str(name: str) -> str | None:
+    """The variable's value, None when unset or empty."""
+    return os.environ.get(name) or None
+
+
 def env_bool(name: str, default: bool = False) -> bool:
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":

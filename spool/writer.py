@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ara_spool.spool import schema
+from ara_spool.spool import schema, settings
 from ara_spool.spool.paths import RunPaths, default_spool_dir, ensure_spool_dir, open_nofollow
 
 # Larger events are cut down (content replaced by a marker with its head) before they are spooled.
@@ -101,13 +101,13 @@ def append(
     event = schema.make_event(run_id, kind, body, ts)
     if requeued_from is not None:  # `ara-spool requeue`: the quarantined line this one replays
         event["requeued_from"] = requeued_from
-    if os.environ.get("ARA_SPOOL_MAX_BYTES"):
+    if settings.env_str("ARA_SPOOL_MAX_BYTES"):
         # Size cap (spool/retention.py): warn, or refuse with SpoolFull before anything is written.
         from ara_spool.spool.retention import check_cap
 
         check_cap(paths.spool_dir, len(encode(event)) + 64)
     if fsync is None:
-        fsync = os.environ.get("ARA_SPOOL_FSYNC", "").lower() in ("1", "true", "yes")
+        fsync = settings.env_bool("ARA_SPOOL_FSYNC")
     fd = _open_locked(paths.spool)
     try:
         size = os.fstat(fd).st_size

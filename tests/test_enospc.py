@@ -20,6 +20,8 @@ from ara_spool.flusher.config import Config
 from ara_spool.spool import writer
 from ara_spool.spool.reader import read_lines, tail_info
 
+from tests.runs import per_host
+
 BIG = "d" * 6000  # each event ~6 KB: a few dozen fill the 256 KiB tmpfs
 
 
@@ -110,8 +112,10 @@ async def test_disk_full_on_append_then_heal_and_ship(small_disk, cfg, ara):
     results = ara.results(ara.playbook_for(run_id)["id"])
     assert [r["ended"] for r in results] == [ara.result(r["id"])["ended"] for r in results]
     assert len(results) == len(ok_events)
-    contents = [ara.result(r["id"])["content"]["i"] for r in results]
-    assert contents == [e["event"]["details"]["i"] for e in ok_events]
+    # Per host in spool order (the window ships hosts side by side).
+    hosts = {h["id"]: h["name"] for h in ara.all("hosts", playbook=ara.playbook_for(run_id)["id"])}
+    got = per_host([(hosts[r["host"]], ara.result(r["id"])["content"]["i"]) for r in results])
+    assert got == per_host([(e["event"]["host"], e["event"]["details"]["i"]) for e in ok_events])
     [rec] = [json.loads(x) for x in (spool_dir / f"{run_id}.rejected.jsonl").read_text().splitlines()]
     assert "malformed JSON" in rec["reason"]
     print(f"ENOSPC via {'tmpfs' if mounted else 'injected os.write'}: {len(ok_events)} events kept, "
