@@ -94,7 +94,18 @@ class Config:
 
     @classmethod
     def from_env(cls) -> Config:
-        cfg = cls(
+        try:
+            cfg = cls._read_env()
+        except ConfigError:
+            raise
+        except settings.SettingError as exc:
+            raise ConfigError(str(exc)) from None
+        cfg.check()
+        return cfg
+
+    @classmethod
+    def _read_env(cls) -> Config:
+        return cls(
             server=settings.env_str("ARA_API_SERVER") or DEFAULT_SERVER,
             username=settings.env_str("ARA_API_USERNAME"),
             password=_secret("ARA_API_PASSWORD", "ara-api-password"),
@@ -109,8 +120,6 @@ class Config:
             checkpoint_every=int(_number("ARA_SPOOL_CHECKPOINT_EVERY", 100)),
             max_backoff=_number("ARA_SPOOL_MAX_BACKOFF", 30.0),
         )
-        cfg.check()
-        return cfg
 
     def check(self) -> None:
         parts = urlsplit(self.server)
