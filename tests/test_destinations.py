@@ -291,3 +291,25 @@ def test_retries_are_quiet_unless_verbose(cli_env, spool_dir):
     assert "Ara unreachable" in lines[0] and f"--server {down}" in lines[1]
     p = cli(cli_env, "-v", "flush", "--run", "quiet1", "--timeout", "3", server=down)
     assert p.returncode == 3 and "retry" in p.stderr
+
+
+@pytest.mark.parametrize("method,path,status,body", [
+    ("POST", "/api/v1/results", 302, "<a href='/accounts/login/'>login</a>"),  # a login page in front of Ara
+    ("POST", "/api/v1/results", 200, "<html><body>Welcome to nginx</body></html>"),  # not Ara's JSON
+    ("PATCH", "/api/v1/plays/", 404, "<h1>Not Found</h1>"),  # a parent the run created is gone
+    ("POST", "/api/v1/plays", 405, "<h1>Method Not Allowed</h1>"),
+])
+async def test_server_errors_stop_the_run_and_quarantine_nothing(cli_env, spool_dir, ara, proxy, ara_server,
+                                                                 method, path, status, body):
+    run_id = f"srv-{status}"
+    spool_run(spool_dir, run_id, hosts=2, tasks=2)
+    proxy.rules = [Rule("respond", method, path, times=1, status=status, body=body)]
+    loop = asyncio.get_running_loop()
+    p = await loop.run_in_executor(None, lambda: cli(cli_env, "flush", "--run", run_id, server=proxy.url))
+    assert p.returncode == 7, p.stderr
+    assert "not a working Ara" in p.stderr and proxy.url in p.stderr and "Traceback" not in p.stderr
+    assert quarantine.count(RunPaths.of(spool_dir, run_id)) == 0
+    # Fixed (here: the proxy answers as Ara again): every event arrives, once.
+    p = await loop.run_in_executor(None, lambda: cli(cli_env, "flush", "-q", "--run", run_id, server=proxy.url))
+    assert p.returncode == 0, p.stderr
+    assert result_count(ara, run_id) == 4 and len(ara.playbooks_for(run_id)) == 1
