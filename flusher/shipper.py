@@ -239,6 +239,7 @@ class RunShipper:
         key = (self.paths.run_id, pb)
         if key in self.client.checked_playbooks:
             return
+
         async def labels_of_playbook() -> list[str] | None:  # a coroutine function: backoff retries it
             return await self.client.playbook_labels(pb)
 
@@ -250,7 +251,8 @@ class RunShipper:
             log.warning("run %s: the checkpoint's playbook %d %s at %s (a reset database, or another Ara): "
                         "shipping the whole run there again", st.run_id, pb, why, self.config.display_server)
             st.offset = st.shipped = 0
-            st.ended, st.final_status, st.sink = False, None, {}
+            st.ended, st.final_status, st.sink, st.done_above = False, None, {}, []
+            self._skip = set()
             self.ids = AraIds.bind(st)
             self._committed_last = 0
             self.reconciler = Reconciler(st.run_id, fresh=True, until=self.paths.spool_size())
