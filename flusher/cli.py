@@ -157,19 +157,23 @@ def cmd_flush(args: argparse.Namespace) -> int:
     return code
 
 
+def _retention(days: float | None, action: str | None) -> Any:
+    """The retention settings from the environment, with the command's flags on top."""
+    from ara_spool.spool.retention import Retention
+
+    retention = Retention.from_env()
+    if days is not None:
+        retention.days = days
+    if action:
+        retention.action = action
+    retention.check()
+    return retention
+
+
 def _daemon(cfg: Config, args: argparse.Namespace) -> int:
     from ara_spool.flusher.daemon import run_daemon
-    from ara_spool.spool.retention import Retention, RetentionConfigError
 
-    try:
-        retention = Retention.from_env()
-        if args.retention_days is not None:
-            retention.days = args.retention_days
-        if args.retention_action:
-            retention.action = args.retention_action
-        retention.check()
-    except RetentionConfigError as exc:
-        return _fail(f"configuration: {exc}", EXIT_USAGE)
+    retention = _retention(args.retention_days, args.retention_action)
     if args.max_backoff:
         cfg.max_backoff = args.max_backoff
     return run_daemon(cfg, poll=args.poll, retention=retention, retention_interval=args.retention_interval)
@@ -243,17 +247,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
 # -- prune ------------------------------------------------------------------------------------
 def cmd_prune(args: argparse.Namespace) -> int:
     from ara_spool.spool.paths import default_spool_dir
-    from ara_spool.spool.retention import Retention, RetentionConfigError, apply
+    from ara_spool.spool.retention import apply
 
-    try:
-        retention = Retention.from_env()
-        if args.days is not None:
-            retention.days = args.days
-        if args.action:
-            retention.action = args.action
-        retention.check()
-    except RetentionConfigError as exc:
-        return _fail(f"configuration: {exc}", EXIT_USAGE)
+    retention = _retention(args.days, args.action)
     if retention.days is None:
         return _fail("prune needs --days N (or ARA_SPOOL_RETENTION_DAYS)", EXIT_USAGE)
     spool_dir = Path(args.spool_dir) if args.spool_dir else default_spool_dir()

@@ -33,9 +33,7 @@ def reject(paths: RunPaths, offset: int, raw: bytes, reason: str, **extra: Any) 
     fd = open_nofollow(paths.rejected, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        view = memoryview(line)
-        while view:
-            view = view[os.write(fd, view):]
+        writer.write_all(fd, line)
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -126,11 +124,8 @@ def _rewrite(paths: RunPaths, recs: list[dict[str, Any]]) -> None:
     fd = open_nofollow(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         for rec in recs:
-            line = rec["unreadable"].encode() if "unreadable" in rec else \
-                json.dumps(rec, separators=(",", ":"), ensure_ascii=True).encode() + b"\n"
-            view = memoryview(line)
-            while view:
-                view = view[os.write(fd, view):]
+            writer.write_all(fd, rec["unreadable"].encode() if "unreadable" in rec else
+                             json.dumps(rec, separators=(",", ":"), ensure_ascii=True).encode() + b"\n")
         os.fsync(fd)
     finally:
         os.close(fd)

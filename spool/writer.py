@@ -53,7 +53,8 @@ def _shrink(event: dict[str, Any], line: bytes) -> bytes:
     return line
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes) -> None:
+    """os.write until every byte is written (a write may be short)."""
     view = memoryview(data)
     while view:
         written = os.write(fd, view)
@@ -120,7 +121,7 @@ def append(
         line = encode(event)
         if len(line) > MAX_LINE_BYTES:
             line = _shrink(event, line)
-        _write_all(fd, prefix + line)
+        write_all(fd, prefix + line)
         if fsync:
             os.fsync(fd)
     finally:
