@@ -334,6 +334,17 @@ def explicit_result(run_id: str, ev: dict[str, Any]) -> tuple[dict[str, Any], di
     return task, result, play_name
 
 
+def host_counters(run_id: str, ids: AraIds, host: str, counters: dict[str, Any], ts: str) -> Plan:
+    yield from ensure_host(run_id, ids, host, ts)
+    fields = {k: int(counters.get(k, 0) or 0) for k in ("ok", "changed", "failed", "skipped", "unreachable")}
+    yield Call("PATCH", f"{API}/hosts/{ids.hosts[host]}", fields)
+
+
+def host_stats_plans(ev: dict[str, Any], ids: AraIds) -> list[Plan]:
+    """A host_stats event as one independent plan per host (a window ships them side by side)."""
+    return [host_counters(ev["run"], ids, host, counters, ev["ts"]) for host, counters in ev["stats"].items()]
+
+
 def plan(ev: dict[str, Any], ids: AraIds, hints: Hints | None = None) -> Plan:
     """The Ara calls for one validated spool event, in order."""
     hints = hints or Hints()
@@ -368,10 +379,8 @@ def plan(ev: dict[str, Any], ids: AraIds, hints: Hints | None = None) -> Plan:
         if play_id is not None:
             yield Call("PATCH", f"{API}/plays/{play_id}", {"status": ev["play"]["status"], "ended": ts})
     elif kind == "host_stats":
-        for host, counters in ev["stats"].items():
-            yield from ensure_host(run_id, ids, host, ts)
-            fields = {k: int(counters.get(k, 0) or 0) for k in ("ok", "changed", "failed", "skipped", "unreachable")}
-            yield Call("PATCH", f"{API}/hosts/{ids.hosts[host]}", fields)
+        for host_plan in host_stats_plans(ev, ids):
+            yield from host_plan
     elif kind == "run_end":
         status = ev["end"]["status"]
         yield from ensure_playbook(run_id, ids, None, ts)
