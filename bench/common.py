@@ -109,9 +109,13 @@ def tempdir(prefix: str):
 
 
 @contextmanager
-def ara_server(base: Path, kind: str = "gunicorn", workers: int = 4, env: dict[str, str] | None = None):
-    """A real Ara on 127.0.0.1 (sqlite unless env says otherwise); stopped (process group) at exit."""
-    server = AraServer(base, kind=kind, workers=workers, env=env)
+def ara_server(base: Path, kind: str = "gunicorn", workers: int = 4, env: dict[str, str] | None = None,
+               wsgi: str | None = None):
+    """A real Ara on 127.0.0.1 (sqlite unless env says otherwise); stopped (process group) at exit.
+    `wsgi`: another gunicorn application (module:callable) found in bench/, wrapping Ara's."""
+    if wsgi:
+        env = dict(env or {}, PYTHONPATH=str(Path(__file__).resolve().parent))
+    server = AraServer(base, kind=kind, workers=workers, env=env, wsgi=wsgi)
     server.start()
     try:
         yield server

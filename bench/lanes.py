@@ -137,7 +137,8 @@ def bench_auth(window: int) -> None:
     with tempdir("ara-spool-auth-") as work:
         for name, env in (("open", {}), ("Basic (PBKDF2)", {"ARA_WRITE_LOGIN_REQUIRED": "true"}),
                           ("EXTERNAL_AUTH", {"ARA_WRITE_LOGIN_REQUIRED": "true", "ARA_EXTERNAL_AUTH": "true"})):
-            with ara_server(work / name.split()[0], workers=4, env=env) as ara:
+            with ara_server(work / name.split()[0], workers=4, env=env,
+                            wsgi="remote_user_wsgi:application" if "ARA_EXTERNAL_AUTH" in env else None) as ara:
                 if env:
                     subprocess.run([str(BIN / "ara-manage"), "createsuperuser", "--noinput", "--username", "bench",
                                     "--email", "bench@example.com"],

@@ -41,7 +41,7 @@ class AraServer:
     """A real Ara (ara[server] from PyPI) on 127.0.0.1, with its own ARA_BASE_DIR."""
 
     def __init__(self, base_dir: Path, *, kind: str = "gunicorn", workers: int = 2, port: int | None = None,
-                 env: dict[str, str] | None = None, log_path: Path | None = None) -> None:
+                 env: dict[str, str] | None = None, log_path: Path | None = None, wsgi: str | None = None) -> None:
         self.base_dir = base_dir
         self.kind = kind
         self.workers = workers
@@ -49,6 +49,7 @@ class AraServer:
         self.env = ara_env(base_dir, **(env or {}))
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = log_path or base_dir / "server.log"
+        self.wsgi = wsgi or "ara.server.wsgi:application"  # gunicorn's application
 
     @property
     def url(self) -> str:
@@ -64,7 +65,7 @@ class AraServer:
             self.migrate()
         if self.kind == "gunicorn":
             cmd = [str(BIN / "gunicorn"), "--workers", str(self.workers), "--bind", f"127.0.0.1:{self.port}",
-                   "--graceful-timeout", "2", "ara.server.wsgi:application"]
+                   "--graceful-timeout", "2", self.wsgi]
         else:
             cmd = [str(BIN / "ara-manage"), "runserver", "--noreload", f"127.0.0.1:{self.port}"]
         log = open(self.log_path, "ab")
