@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from ara_spool.spool import schema
 from ara_spool.spool.paths import RunPaths
 from ara_spool.spool.state import load
@@ -18,6 +19,7 @@ from tests.runs import emit_events, spool_run
 KILLS = 12
 
 
+@pytest.mark.ara_matrix
 def test_sigkill_loop_exactly_once_in_order(cli_env, ara, spool_dir):
     run_a, run_b = "crash-a", "crash-b"
     spooled_a = spool_run(spool_dir, run_a, hosts=4, tasks=100)  # 400 results + tasks, plays, ends
