@@ -28,7 +28,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
     apt_install "${missing[@]}" || echo "tests/run.sh: apt-get install ${missing[*]} failed; the tests that need them will fail" >&2
   else
     echo "tests/run.sh: not installed: ${missing[*]}; the tests that need them will fail." >&2
-    echo "  install them first: sudo apt-get install -y ${missing[*]}   (or ARA_SPOOL_NO_BROWSER=1 to skip the browser tests)" >&2
+    echo "  install them first: sudo apt-get install -y ${missing[*]}" >&2
+    case " ${missing[*]} " in *" chromium "*) echo "  (or ARA_SPOOL_NO_BROWSER=1 to skip the browser tests)" >&2 ;; esac
   fi
 fi
 
