@@ -34,10 +34,9 @@ EXIT_MEANINGS = {
     EXIT_QUARANTINED: "some events were quarantined (see <run>.rejected.jsonl)",
     EXIT_BUSY: "another flusher holds the run and had not passed its end in time",
 }
-# Per command: its exit codes (those not listed fall back to EXIT_MEANINGS) and the environment
-# variables it reads besides those its options imply (see _options_env). A command missing here
-# gets 0, 1 and 2.
-COMMAND_EXITS: dict[str, dict[int, str]] = {
+# Per command, for its --help: its exit codes, with a meaning of its own or None for EXIT_MEANINGS'
+# (a command missing here gets 0, 1 and 2) ...
+COMMAND_EXITS: dict[str, dict[int, str | None]] = {
     "emit": {EXIT_OK: "the event is in the spool",
              EXIT_ERROR: "the spool could not be written (or is full under ARA_SPOOL_FULL_POLICY=refuse)",
              EXIT_USAGE: None},
@@ -48,6 +47,7 @@ COMMAND_EXITS: dict[str, dict[int, str]] = {
     "verify": {EXIT_OK: "every run checked is sound", EXIT_ERROR: None, EXIT_USAGE: None,
                EXIT_QUARANTINED: "problems found (each is printed; --repair fixes what it can)"},
 }
+# ... and the environment variables it reads besides those its options imply (_options_env).
 COMMAND_ENV: dict[str, list[str]] = {
     "emit": ["ARA_RUN_ID", "ARA_SPOOL_FSYNC", "ARA_SPOOL_MAX_BYTES", "ARA_SPOOL_FULL_POLICY"],
     "flush": ["ARA_SPOOL_CONCURRENCY", "ARA_SPOOL_MAX_BACKOFF", "ARA_SPOOL_RETENTION_DAYS",
