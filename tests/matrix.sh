@@ -30,7 +30,7 @@ install_deps() {  # make the entry's venv and install the dependencies into it
   local venv=.venv-matrix/$1 pins
   mapfile -t pins < <(pins_of "$1")
   { [ -x "$venv/bin/python" ] || "$PY" -m venv "$venv"; } &&
-    "$venv/bin/python" -m pip install -q --disable-pip-version-check "${DEPS[@]}" "${pins[@]}"
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-compile "${DEPS[@]}" "${pins[@]}"
 }
 
 # The dependencies are installed side by side (pip mostly waits on the disk); ara-spool itself
