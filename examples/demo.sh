@@ -8,7 +8,8 @@
 # It creates .venv (if missing) with ara-spool, ara[server], gunicorn and ansible-core; starts Ara
 # (sqlite, under .demo/ in the repository, gunicorn on 127.0.0.1:${ARA_DEMO_PORT:-8000}) and leaves
 # it running; records examples/github_collection_flow.yml with ara-spool; then prints the Ara page
-# of the run, `ara-spool status` and `ara result list`. Running it again reuses all of it.
+# of the run, `ara-spool status` and `ara result list`, and how to point `ara-spool` and Ara's own
+# `ara` CLI at this Ara and spool (the spool is .demo/spool). Running it again reuses all of it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -47,7 +48,7 @@ stop() {
 case "${1:-}" in
   stop) stop; exit 0 ;;
   ""|run) ;;
-  -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
   *) die "unknown argument '$1' (use: bash examples/demo.sh [stop])" ;;
 esac
 
@@ -193,8 +194,18 @@ echo "All runs:                          $SERVER/"
 echo
 echo "Ara keeps running (pid $(cat "$PIDFILE" 2>/dev/null || echo '?'), log $LOG). Stop it with:"
 echo "  bash examples/demo.sh stop"
+echo "The demo's spool is $ARA_SPOOL_DIR (ara-spool reads ARA_SPOOL_DIR; without it,"
+echo "\$XDG_STATE_HOME/ara-spool or ~/.local/state/ara-spool), so export it to see the demo's runs."
+echo
 echo "Try it yourself in this shell:"
 echo "  source .venv/bin/activate && eval \"\$(ara-spool env)\""
 echo "  export ARA_API_SERVER=$SERVER ARA_SPOOL_DIR=$ARA_SPOOL_DIR"
 echo "  ansible-playbook -i examples/inventory.ini examples/github_collection_flow.yml -e ara_enabled=true"
+echo "  ara-spool status"
+echo "Ara's own CLI talks to this server only with ARA_API_CLIENT=http (without it, it opens a local"
+echo "database under ~/.ara and fails):"
+echo "  export ARA_API_CLIENT=http ARA_API_SERVER=$SERVER"
+echo "  ara playbook list"
+echo "  ara result list --playbook ID --resolve                   # ignored results are left out:"
+echo "  ara result list --playbook ID --resolve --ignore-errors   # ... these are they"
 exit "$rc"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
 import json
 import logging
 import os
@@ -23,6 +24,57 @@ EXIT_AUTH = 4
 EXIT_QUARANTINED = 5
 EXIT_BUSY = 6
 EXIT_SERVER = 7  # the URL is not a working Ara (wrong server, a login page, the run's rows gone)
+
+# What each exit code means, for `--help` (the README's table of flush's exit codes says the same).
+EXIT_MEANINGS = {
+    EXIT_OK: "success",
+    EXIT_ERROR: "unexpected error (a corrupt state file, an unreadable spool, a failed write)",
+    EXIT_USAGE: "bad usage or configuration (the message names the option or variable)",
+    EXIT_UNREACHABLE: "Ara unreachable (down, hanging: no progress for --timeout), or stopped by a signal with a "
+                      "request cut short: the spool is kept",
+    EXIT_AUTH: "auth refused (401/403) or TLS verification failed: the spool is kept",
+    EXIT_QUARANTINED: "some events were quarantined (see <run>.rejected.jsonl)",
+    EXIT_BUSY: "another flusher holds the run and had not passed its end in time",
+    EXIT_SERVER: "the URL is not a working Ara (not Ara's API, 404/405, a login redirect): the spool is kept",
+}
+# Per command, for its --help: its exit codes, with a meaning of its own or None for EXIT_MEANINGS'
+# (a command missing here gets 0, 1 and 2) ...
+COMMAND_EXITS: dict[str, dict[int, str | None]] = {
+    "emit": {EXIT_OK: "the event is in the spool",
+             EXIT_ERROR: "the spool could not be written (or is full under ARA_SPOOL_FULL_POLICY=refuse)",
+             EXIT_USAGE: None},
+    "flush": {EXIT_OK: "everything is in Ara, or stopped by SIGTERM/SIGINT with a clean checkpoint", EXIT_ERROR: None,
+              EXIT_USAGE: None, EXIT_UNREACHABLE: None, EXIT_AUTH: None, EXIT_QUARANTINED: None, EXIT_BUSY: None,
+              EXIT_SERVER: None},
+    "requeue": {EXIT_OK: "quarantined events are back in line (or there were none)", EXIT_ERROR: None,
+                EXIT_USAGE: None, EXIT_BUSY: "a flusher is shipping the run: try again"},
+    "prune": {EXIT_OK: "done", EXIT_ERROR: "a run could not be retired", EXIT_USAGE: None},
+    "status": {EXIT_OK: "the table (or JSON) was printed", EXIT_ERROR: None, EXIT_USAGE: None},
+    "env": {EXIT_OK: "the export lines were printed"},
+    "verify": {EXIT_OK: "every run checked is sound", EXIT_ERROR: None, EXIT_USAGE: None,
+               EXIT_QUARANTINED: "problems found (each is printed; --repair fixes what it can)"},
+}
+# ... and the environment variables it reads besides those its options imply (_options_env).
+COMMAND_ENV: dict[str, list[str]] = {
+    "emit": ["ARA_RUN_ID", "ARA_SPOOL_FSYNC", "ARA_SPOOL_MAX_BYTES", "ARA_SPOOL_FULL_POLICY"],
+    "flush": ["ARA_SPOOL_CONCURRENCY", "ARA_SPOOL_WINDOW", "ARA_SPOOL_MAX_INFLIGHT", "ARA_SPOOL_CHECKPOINT_EVERY",
+              "ARA_SPOOL_MAX_BACKOFF", "ARA_SPOOL_RETENTION_DAYS",
+              "ARA_SPOOL_RETENTION_ACTION", "ARA_SPOOL_MAX_BYTES", "ARA_SPOOL_FULL_POLICY",
+              "NOTIFY_SOCKET, WATCHDOG_USEC (systemd, with --follow)"],
+    "prune": ["ARA_SPOOL_RETENTION_DAYS", "ARA_SPOOL_RETENTION_ACTION"],
+}
+SPOOL_ENV = ["ARA_SPOOL_DIR (else $XDG_STATE_HOME/ara-spool or ~/.local/state/ara-spool)", "ARA_SPOOL_GROUP_SHARED"]
+API_ENV = ["ARA_API_SERVER", "ARA_API_USERNAME, ARA_API_PASSWORD, ARA_API_PASSWORD_FILE (HTTP Basic)",
+           "ARA_API_TOKEN, ARA_API_TOKEN_FILE (Bearer, for a proxy in front of Ara)",
+           "CREDENTIALS_DIRECTORY (systemd: files ara-api-password, ara-api-token)",
+           "ARA_API_INSECURE", "ARA_API_CA_BUNDLE", "ARA_API_TIMEOUT"]
+# Metavars by option dest, so `--help` reads like the README (`--run ID`, not `--run RUN`).
+METAVARS = {"run": "ID", "task": "NAME", "host": "HOST", "duration": "SECONDS", "details": "JSON",
+            "timeout": "SECONDS", "concurrency": "N", "window": "N", "days": "DAYS", "poll": "SECONDS",
+            "max_backoff": "SECONDS",
+            "retention_days": "DAYS", "spool_dir": "DIR", "server": "URL", "ca_bundle": "FILE",
+            "api_timeout": "SECONDS"}
+LOG_ENV = ["ARA_SPOOL_LOG_LEVEL (else WARNING; -v INFO, -vv DEBUG)"]
 
 log = logging.getLogger("ara_spool")
 
@@ -263,6 +315,48 @@ def cmd_prune(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("ara-spool")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout that is not installed
+        return "unknown (not installed)"
+
+
+def _options_env(sp: argparse.ArgumentParser) -> list[str]:
+    """The variables a command reads because of the options it has (--spool-dir, --server)."""
+    dests = {a.dest for a in sp._actions}
+    return (SPOOL_ENV if "spool_dir" in dests else []) + (API_ENV if "server" in dests else [])
+
+
+def _epilog(name: str, sp: argparse.ArgumentParser) -> str:
+    exits = COMMAND_EXITS.get(name, {EXIT_OK: None, EXIT_ERROR: None, EXIT_USAGE: None})
+    lines = ["exit codes:"]
+    lines += [f"  {code}  {meaning or EXIT_MEANINGS[code]}" for code, meaning in sorted(exits.items())]
+    env = COMMAND_ENV.get(name, [])[:1] + _options_env(sp) + COMMAND_ENV.get(name, [])[1:] + LOG_ENV
+    lines += ["", "environment (options win over it):"] + [f"  {v}" for v in env]
+    if sp.epilog:  # a command's own closing note
+        lines += ["", sp.epilog]
+    return "\n".join(lines)
+
+
+def _finish_help(p: argparse.ArgumentParser) -> None:
+    """Give every command's --help its exit codes and the environment it reads, kept as laid out."""
+    for action in p._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sp in action.choices.items():
+                for a in sp._actions:
+                    if a.nargs != 0 and a.metavar is None and a.option_strings:
+                        a.metavar = "|".join(a.choices) if a.choices else METAVARS.get(a.dest)
+                sp.epilog = _epilog(name, sp)
+                sp.formatter_class = argparse.RawDescriptionHelpFormatter
+                sp.description = sp.description or next(
+                    (c.help for c in action._choices_actions if c.dest == name), None)
+    p.epilog = ("exit codes: 0 success, 1 unexpected error, 2 bad usage or configuration; flush and verify have "
+                "more (see `ara-spool COMMAND --help`).\n"
+                "Ara's own `ara` CLI reads the same server: ARA_API_CLIENT=http ARA_API_SERVER=URL ara playbook list")
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ara-spool",
@@ -270,7 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
         "spool events, ship them in order, exactly once.",
     )
     p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
-    sub = p.add_subparsers(dest="command", required=True)
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def common(sp: argparse.ArgumentParser, api: bool = True) -> None:
         sp.add_argument("--spool-dir", help="spool directory (default $ARA_SPOOL_DIR or ~/.local/state/ara-spool)")
@@ -330,7 +425,9 @@ def build_parser() -> argparse.ArgumentParser:
     common(q, api=False)
     q.set_defaults(func=cmd_requeue)
 
-    v = sub.add_parser("env", help="print the exports that enable the callback, action plugin and role")
+    v = sub.add_parser("env", help="print the exports that enable the callback, action plugin and role",
+                       epilog='use it as:  eval "$(ara-spool env)"   (it prints shell export lines; running it '
+                       "alone changes nothing)")
     v.set_defaults(func=cmd_env)
 
     r = sub.add_parser("verify", help="check each spool (parse, schema, order, torn tail, state)")
@@ -351,6 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("-q", "--quiet", action="store_true", help="no summary line")
     common(pr, api=False)
     pr.set_defaults(func=cmd_prune)
+    _finish_help(p)
     return p
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import textwrap
 import time
 from typing import Any
 
@@ -64,7 +66,13 @@ def _age(seconds: float | None) -> str:
     return f"{seconds:.0f}s"
 
 
-def render_table(rows: list[dict[str, Any]]) -> str:
+ERROR_MIN_WIDTH = 40  # LAST ERROR gets what the terminal leaves, but never less than this
+ERROR_MAX_LINES = 4  # then shortened, at a word, with " ..."
+
+
+def render_table(rows: list[dict[str, Any]], width: int | None = None) -> str:
+    """One line per run; a long LAST ERROR wraps at word boundaries onto continuation lines under
+    its column (at most ERROR_MAX_LINES, then shortened at a word). `width`: the terminal's."""
     if not rows:
         return "no runs in the spool"
     header = ["RUN", "PENDING", "SHIPPED", "QUARANTINED", "AGE", "STATE", "ARA", "LAST ERROR"]
@@ -78,7 +86,17 @@ def render_table(rows: list[dict[str, Any]]) -> str:
             state = r["final_status"] or ("shipped" if r["shipped"] else "-")
         table.append([
             r["run"], str(r["pending"]), str(r["shipped"]), str(r["quarantined"]), _age(r["age_seconds"]),
-            state, r["ara_url"] or "-", (r["last_error"] or "-")[:80],
+            state, r["ara_url"] or "-", " ".join((r["last_error"] or "-").split()),
         ])
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in table)
+    widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
+    indent = sum(w + 2 for w in widths)
+    if width is None:
+        width = shutil.get_terminal_size((120, 24)).columns
+    room = max(ERROR_MIN_WIDTH, width - indent)
+    out = []
+    for row in table:
+        lines = textwrap.wrap(row[-1], room, max_lines=ERROR_MAX_LINES, placeholder=" ...", break_long_words=False,
+                              break_on_hyphens=False) or [""]
+        out.append("  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)) + "  " + lines[0])
+        out += [" " * indent + more for more in lines[1:]]
+    return "\n".join(line.rstrip() for line in out)

@@ -252,13 +252,21 @@ def verify_run(cfg: Config, run_id: str, repair: bool = False) -> dict[str, Any]
     return _finish(report)
 
 
+def _ara_line(ara: dict[str, Any]) -> str:
+    """What Ara holds, in words (the dict itself is in --json)."""
+    if ara.get("playbook") is None:
+        return f"Ara has no playbook for this run (the shipped part of the spool made {ara['expected']} result(s))"
+    return (f"Ara playbook {ara['playbook']} holds {ara['results']} result(s), the shipped part of the spool made "
+            f"{ara['expected']}")
+
+
 def _finish(report: dict[str, Any]) -> dict[str, Any]:
     report["ok"] = not report["problems"]
     parts = [f"{report['run']}: {report['events']} event(s), {report['bad_lines']} bad line(s), "
              f"quarantined {report['quarantined']}, shipped to offset {report['offset']} of {report['size']}"]
     ara = report.get("ara")
     if ara:
-        parts.append(f"Ara: {ara}")
+        parts.append(_ara_line(ara))
     parts.append("ok" if report["ok"] else "; ".join(report["problems"]))
     if report["notes"]:
         parts.append("note: " + "; ".join(report["notes"]))

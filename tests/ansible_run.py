@@ -18,8 +18,14 @@ def ansible_env(tmp: Path, spool_dir: Path, server: str, **extra: str) -> dict[s
     for line in env_lines():  # what `eval "$(ara-spool env)"` exports
         name, _, value = line.removeprefix("export ").partition("=")
         env[name] = value.split("$")[0].strip("'")
+    # Everything Ansible writes goes under the test's tmp dir, which pytest removes: its local and
+    # "remote" temp dirs, and the ansible_<module>_payload_* dirs AnsiballZ makes with mkdtemp
+    # (TMPDIR), which a killed module leaves behind.
+    (tmp / "tmp").mkdir(parents=True, exist_ok=True)
     env.update({
         "PATH": f"{BIN}:{env.get('PATH', '')}",
+        "TMPDIR": str(tmp / "tmp"),
+        "ANSIBLE_KEEP_REMOTE_FILES": "0",
         "ANSIBLE_HOME": str(tmp / "ansible-home"),
         "ANSIBLE_LOCAL_TEMP": str(tmp / "ansible-tmp"),
         "ANSIBLE_REMOTE_TMP": str(tmp / "ansible-remote"),

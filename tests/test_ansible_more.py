@@ -9,6 +9,7 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
 from ara_spool.spool.reader import read_lines
 
 from tests.ansible_run import BIN, ansible_env, playbook_cmd, run_playbook
@@ -18,6 +19,7 @@ TOKEN = "tok-SECRET-4f9a1c"
 PASSWORD = "pw-SECRET-77e2b0"
 
 
+@pytest.mark.ansible_matrix
 def test_collection_by_fqcn(tmp_path, spool_dir, ara_server, ara):
     subprocess.run([str(BIN / "ansible-galaxy"), "collection", "build", str(ROOT / "handlers"), "--output-path",
                     str(tmp_path)], check=True, capture_output=True)
@@ -38,6 +40,7 @@ def test_collection_by_fqcn(tmp_path, spool_dir, ara_server, ara):
     assert names.count("a task") == 3 and names.count("pr_status_check") == 3
 
 
+@pytest.mark.ansible_matrix
 def test_secrets_never_reach_spool_argv_logs_or_output(tmp_path, spool_dir, ara_server, ara):
     secret_vars = tmp_path / "secret.yml"
     secret_vars.write_text(f"ara_api_token: {TOKEN}\n")
@@ -68,6 +71,7 @@ def test_secrets_never_reach_spool_argv_logs_or_output(tmp_path, spool_dir, ara_
     assert ara.playbook_for(run_id)["status"] == "completed"
 
 
+@pytest.mark.ansible_matrix
 def test_ansible_playbook_killed_loses_nothing_spooled(tmp_path, spool_dir, ara_server, ara, cli_env):
     env = ansible_env(tmp_path, spool_dir, ara_server.url)
     run_id = f"kill-{uuid.uuid4()}"

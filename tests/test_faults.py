@@ -37,6 +37,7 @@ def assert_exactly_once(ara, run_id, spooled):
     assert_once_in_host_order(ara, run_id, [(host_of(x), x["ts"] if "event" in x else x["ended"]) for x in spooled])
 
 
+@pytest.mark.ara_matrix
 async def test_lost_responses_make_no_duplicates(cfg, ara, proxy):
     """Ara commits, the response never arrives: the flusher finds the row instead of re-posting."""
     run_id = "lost-1"
@@ -54,6 +55,7 @@ async def test_lost_responses_make_no_duplicates(cfg, ara, proxy):
     assert len(ara.all("plays", playbook=pb["id"])) == 1
 
 
+@pytest.mark.ara_matrix
 async def test_slow_responses_past_the_timeout_make_no_duplicates(cfg, ara, proxy):
     run_id = "slow-1"
     events = emit_events(cfg.spool_dir, run_id, 6)

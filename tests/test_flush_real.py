@@ -15,6 +15,8 @@ from ara_spool.spool.state import load
 
 from tests.runs import assert_once_in_host_order, emit_events, spool_run
 
+pytestmark = pytest.mark.ara_matrix  # the whole file also runs against Ara 1.7.x (tests/matrix.sh)
+
 RESULT_SHOWN = {("ok", False): "ok", ("ok", True): "changed", ("failed", False): "failed",
                 ("failed", True): "ignored"}
 

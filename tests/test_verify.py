@@ -10,6 +10,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
 from ara_spool.flusher import oneshot
 from ara_spool.flusher.config import Config
 from ara_spool.flusher.verify import raw_of, verify
@@ -39,6 +40,7 @@ def post(url: str, path: str, body: dict[str, Any], method: str = "POST") -> dic
         return json.loads(r.read() or b"{}")
 
 
+@pytest.mark.ara_matrix
 async def test_clean_shipped_run_verifies_ok_with_ara(cfg, ara, cli_env, spool_dir):
     spool_run(spool_dir, "ver-ok", hosts=2, tasks=4)
     emit_events(spool_dir, "ver-ok-ev", 7)
@@ -54,6 +56,9 @@ async def test_clean_shipped_run_verifies_ok_with_ara(cfg, ara, cli_env, spool_d
     p = subprocess.run([sys.executable, "-m", "ara_spool.flusher", "verify", "--run", "ver-ok"], env=cli_env,
                        capture_output=True, text=True)
     assert p.returncode == 0 and p.stdout.count("\n") == 1 and "ver-ok: 22 event(s)" in p.stdout and "ok" in p.stdout
+    pb = by_run["ver-ok"]["ara"]["playbook"]
+    assert f"Ara playbook {pb} holds 8 result(s), the shipped part of the spool made 8" in p.stdout
+    assert "{" not in p.stdout, p.stdout  # words, not a Python dict
 
 
 async def test_torn_tail_is_reported_and_repair_moves_it_to_quarantine_losing_no_byte(cfg, cli_env, ara, spool_dir):
