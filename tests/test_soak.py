@@ -24,14 +24,15 @@ from ara_spool.spool import schema, writer
 from ara_spool.spool.paths import RunPaths
 from ara_spool.spool.state import load, read_state_quiet
 
-from tests.runs import emit_events, iso, spool_run
+from tests.runs import assert_once_in_host_order, emit_events, iso, spool_run
 
 SOAK = os.environ.get("ARA_SPOOL_SOAK", "") == "1"
 
 
-def _grow_run(spool_dir: Path, run_id: str, hosts: int, tasks: int, t0: datetime, first: int) -> list[str]:
+def _grow_run(spool_dir: Path, run_id: str, hosts: int, tasks: int, t0: datetime, first: int,
+              ) -> list[tuple[str, str]]:
     """Append tasks first..first+tasks-1 of run_id (task_start, one result per host, task_end);
-    return the results' `started` in spool order. Times are derived from the task number, so each
+    return the results' (host, `started`) in spool order. Times are derived from the task number, so each
     result's start instant is unique in the run."""
     play_uuid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{run_id}/play"))
     out = []
@@ -49,7 +50,7 @@ def _grow_run(spool_dir: Path, run_id: str, hosts: int, tasks: int, t0: datetime
                                              "started": started, "ended": ended,
                                              "content": {"k": k, "h": h, "stdout": "x" * (k % 200)}},
                           spool_dir=spool_dir, ts=started)
-            out.append(started)
+            out.append((f"node{h}", started))
         writer.append(run_id, "task_end", {"uuid": task_uuid, "status": "completed"}, spool_dir=spool_dir,
                       ts=iso(base + timedelta(milliseconds=900)))
     return out
@@ -97,11 +98,11 @@ def kill_loop(spool_dir: Path, env: dict[str, str], ara, *, kills_wanted: int, h
     pb = ara.playbook_for(run_id)
     results = ara.results(pb["id"])
     got = [schema.parse_time(r["started"]) for r in results]
-    wanted = [schema.parse_time(w) for w in want]
+    wanted = [schema.parse_time(w) for _, w in want]
     lost = len(set(wanted) - set(got))
     doubled = len(got) - len(set(got))
     assert lost == 0 and doubled == 0, f"lost {lost}, doubled {doubled}"
-    assert got == wanted  # by id: creation order is spool order
+    assert_once_in_host_order(ara, run_id, want, key="started")  # per host, by id: spool order
     assert pb["status"] == "completed"
     assert len(ara.all("tasks", playbook=pb["id"])) == tasks
     assert len(ara.all("plays", playbook=pb["id"])) == 1
@@ -154,11 +155,10 @@ def test_concurrent_oneshot_flushers_make_no_duplicates(cli_env, ara, spool_dir)
     for p in procs:
         _, err = p.communicate(timeout=180)
         assert p.returncode == 0, err
-    for run_id, spooled in runs.items():
-        results = ara.results(ara.playbook_for(run_id)["id"])  # one playbook per run id
-        key = "started" if run_id != "conc-ev" else None
-        got = [schema.parse_time(r["ended"] if key is None else r[key]) for r in results]
-        want = [schema.parse_time(s["ts"] if key is None else s[key]) for s in spooled]
-        assert got == want, f"{run_id}: {len(got)} results in Ara for {len(want)} spooled"
+    for run_id, spooled in runs.items():  # one playbook per run id, each event once, per host in order
+        if run_id == "conc-ev":
+            assert_once_in_host_order(ara, run_id, [(s["event"]["host"], s["ts"]) for s in spooled])
+        else:
+            assert_once_in_host_order(ara, run_id, [(s["host"], s["started"]) for s in spooled], key="started")
         st = load(RunPaths.of(spool_dir, run_id))
         assert st.clean and st.offset == os.path.getsize(spool_dir / f"{run_id}.jsonl")

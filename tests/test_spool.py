@@ -163,8 +163,13 @@ def test_schema_validate_accepts_writer_output(spool_dir):
 
 
 _BIG_WRITER = """
-import sys
+import os, sys
 from ara_spool.spool import writer
+# Short writes, as a slow or remote filesystem gives them: a 4 MB line takes ~64 write calls, so a
+# kill at a random moment lands mid-line (one 4 MB write to a local file cannot be interrupted).
+_write = os.write
+os.write = lambda fd, data: _write(fd, bytes(memoryview(data)[:65536]))
+print("ready", flush=True)
 while True:
     writer.append(sys.argv[2], "event", {"task": "big", "status": "ok", "host": "h",
                                          "details": {"blob": "z" * 4_000_000}}, spool_dir=sys.argv[1])
@@ -184,8 +189,9 @@ def test_writer_sigkilled_mid_append_never_yields_a_torn_event(spool_dir):
     mine = []
     for _ in range(15):
         proc = subprocess.Popen([sys.executable, "-c", _BIG_WRITER, str(spool_dir), "torn-kill"],
-                                cwd=os.path.dirname(os.path.dirname(__file__)))
-        time.sleep(rng.uniform(0.2, 0.6))
+                                cwd=os.path.dirname(os.path.dirname(__file__)), stdout=subprocess.PIPE)
+        assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"  # imported, writing now
+        time.sleep(rng.uniform(0.15, 0.4))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         mine.append(writer.append("torn-kill", "event", {"task": "after", "status": "ok", "host": "h"},
