@@ -72,8 +72,11 @@ def test_multi_play_run_is_complete_in_ara_when_ansible_exits(env, ara, spool_di
     for h in ("web1", "web2", "web3"):
         mine = [r for _, hn, _, r in rows if hn == h]
         assert [schema.parse_time(r["started"]) for r in mine] == sorted(schema.parse_time(r["started"]) for r in mine)
-    task_order = [r["task"] for _, _, _, r in rows]
-    assert task_order == sorted(task_order)  # tasks were created in order, results grouped by task
+    # Per host, results follow the tasks in the order they were created (across hosts, a window
+    # ships side by side: ids there are in completion order, as with ara_default).
+    for h in ("web1", "web2", "web3", "db1"):
+        task_order = [r["task"] for _, hn, _, r in rows if hn == h]
+        assert task_order == sorted(task_order), h
     # Every spooled result reached Ara, once.
     spooled = [ln.event for ln in read_lines(spool_dir / f"{run_id}.jsonl") if ln.event["kind"] == "result"]
     assert len(rows) == len(spooled) > 30
@@ -164,7 +167,6 @@ def _recap(stdout: str) -> dict[str, dict[str, int]]:
     return out
 
 
-@pytest.mark.ansible_matrix
 def test_disabled_changes_nothing(env, ara, spool_dir, tmp_path):
     """ara_enabled false (the role's default): same rc and recap as the play without ara-spool."""
     run_id = rid()
@@ -189,7 +191,6 @@ def test_disabled_changes_nothing(env, ara, spool_dir, tmp_path):
     assert "ara-spool" not in output, output
 
 
-@pytest.mark.ansible_matrix
 def test_check_mode_and_tags_still_record(env, ara, tmp_path):
     run_id = rid()
     proc = run_playbook(env, "tags_check.yml", "--check", "--tags", "deploy", "-e", "ara_enabled=true",
@@ -279,7 +280,6 @@ def test_live_run_creates_each_task_finished_in_one_request(env, ara, spool_dir)
     assert st.requests <= 8 * 2 + 10, st.requests
 
 
-@pytest.mark.ansible_matrix
 def test_ara_enabled_in_group_vars_is_seen(env, ara, spool_dir):
     run_id = rid()
     cmd = [str(BIN / "ansible-playbook"), "-i", str(PLAYBOOKS / "inventory_enabled.ini"),

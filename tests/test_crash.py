@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 from ara_spool.spool.paths import RunPaths
 from ara_spool.spool.state import load
 
@@ -18,7 +17,6 @@ from tests.runs import assert_once_in_host_order, emit_events, spool_run
 KILLS = 12
 
 
-@pytest.mark.ara_matrix
 def test_sigkill_loop_exactly_once_in_order(cli_env, ara, spool_dir):
     run_a, run_b = "crash-a", "crash-b"
     spooled_a = spool_run(spool_dir, run_a, hosts=10, tasks=40)  # 400 results + tasks, plays, ends

@@ -55,7 +55,6 @@ async def test_lost_responses_make_no_duplicates(cfg, ara, proxy):
     assert len(ara.all("plays", playbook=pb["id"])) == 1
 
 
-@pytest.mark.ara_matrix
 async def test_slow_responses_past_the_timeout_make_no_duplicates(cfg, ara, proxy):
     run_id = "slow-1"
     events = emit_events(cfg.spool_dir, run_id, 6)

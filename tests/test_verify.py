@@ -10,7 +10,6 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import pytest
 from ara_spool.flusher import oneshot
 from ara_spool.flusher.config import Config
 from ara_spool.flusher.verify import raw_of, verify
@@ -40,7 +39,6 @@ def post(url: str, path: str, body: dict[str, Any], method: str = "POST") -> dic
         return json.loads(r.read() or b"{}")
 
 
-@pytest.mark.ara_matrix
 async def test_clean_shipped_run_verifies_ok_with_ara(cfg, ara, cli_env, spool_dir):
     spool_run(spool_dir, "ver-ok", hosts=2, tasks=4)
     emit_events(spool_dir, "ver-ok-ev", 7)
