@@ -8,6 +8,7 @@ import pytest
 from ara_spool.flusher.config import Config
 
 from tests.ara import AraAPI, AraServer
+from tests.faultproxy import FaultProxy
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "tests" / "artifacts"
@@ -48,3 +49,12 @@ def cli_env(ara_server: AraServer, spool_dir: Path) -> dict[str, str]:
     env.update({"ARA_API_SERVER": ara_server.url, "ARA_SPOOL_DIR": str(spool_dir),
                 "PATH": f"{Path(sys.executable).parent}:{env.get('PATH', '')}"})
     return env
+
+
+@pytest.fixture
+async def proxy(aiohttp_server, ara_server: AraServer) -> FaultProxy:
+    """A fault-injecting proxy (tests/faultproxy.py) in front of the session's Ara, in the test's loop."""
+    fp = FaultProxy(ara_server.url)
+    server = await aiohttp_server(fp.app(), host="127.0.0.1")
+    fp.url = str(server.make_url("")).rstrip("/")
+    return fp

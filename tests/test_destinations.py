@@ -19,7 +19,7 @@ from ara_spool.spool.paths import RunPaths
 from ara_spool.spool.state import load, save
 
 from tests.ara import AraAPI, AraServer, free_port
-from tests.faultproxy import FaultProxy, Rule
+from tests.faultproxy import Rule
 from tests.runs import emit_events, spool_run
 
 
@@ -172,14 +172,6 @@ def test_checkpoint_naming_another_runs_playbook_is_dropped(cli_env, spool_dir, 
     assert "does not carry this run's label" in p.stderr
     assert len(ara.results(victim["id"])) == victim_rows
     assert result_count(ara, "mine") == 3 and len(ara.playbooks_for("mine")) == 1
-
-
-@pytest.fixture
-async def proxy(aiohttp_server, ara_server):
-    fp = FaultProxy(ara_server.url)
-    server = await aiohttp_server(fp.app(), host="127.0.0.1")
-    fp.url = str(server.make_url("")).rstrip("/")
-    return fp
 
 
 async def test_requeue_ships_quarantined_events_once(cli_env, spool_dir, ara, proxy, ara_server):

@@ -18,14 +18,6 @@ from tests.faultproxy import FaultProxy, Rule
 from tests.runs import assert_once_in_host_order, emit_events, host_of, spool_run
 
 
-@pytest.fixture
-async def proxy(aiohttp_server, ara_server):
-    fp = FaultProxy(ara_server.url)
-    server = await aiohttp_server(fp.app(), host="127.0.0.1")
-    fp.url = str(server.make_url("")).rstrip("/")
-    return fp
-
-
 def proxied(cfg: Config, proxy: FaultProxy, **kw) -> Config:
     c = Config(server=proxy.url, spool_dir=cfg.spool_dir, timeout=kw.pop("timeout", 5), max_backoff=0.3, **kw)
     c.check()
