@@ -1,19 +1,25 @@
 """Results/s with a fixed delay added to every request (a WAN round trip), by host count (issue 13).
 
 A delay proxy (aiohttp, its own process) in front of a real Ara (gunicorn, 4 sync workers, sqlite)
-adds D ms to each request. For each delay and each run shape (1 x 200, 10 x 20, 50 x 4, 200 x 1
-hosts x tasks: ~200 results), alternated in one run:
+adds D ms to each request. First straight to Ara (the direct rate), then for each delay, and each run
+shape (1 x 200, 10 x 20, 50 x 4, 200 x 1 hosts x tasks: ~200 results), alternated in one run:
   - `ara-spool flush --window 1`   (one request at a time: the shipping before lanes)
   - `ara-spool flush --window 16`  (the default: one lane per host, 16 in flight)
   - a raw loop POSTing the same number of results to pre-created parents, 16 at a time (the
-    server's ceiling through the same proxy)
-Also reports the flusher's own CPU per HTTP request (getrusage of the child: user+sys / requests).
+    server's ceiling through the same proxy: one request per result, no task or host rows)
+Each flush is followed by the same command on the shipped run: its wall and CPU are a flush's fixed
+cost (interpreter, imports, first contact), which gives the shipping rate without the process start
+and the flusher's marginal CPU per HTTP request (getrusage of the child). "window / raw (requests)"
+weighs each side by its requests per result (the flusher also creates task and host rows, and
+sends each host's counters). --keepalive runs Ara's gunicorn with gthread workers, which keep
+connections open: the CPU per request without a new TCP connection for each.
 With --auth: a 10 x 10 run, window 1 vs 16, against a login-protected Ara (Basic auth: Django
 checks the password, PBKDF2, on every request) and against Ara with ARA_EXTERNAL_AUTH (the user
 comes from REMOTE_USER, which gunicorn sets from the Basic header: the web server in front is
 trusted to have checked it, as the README advises), next to an open Ara.
 
     .venv/bin/python bench/lanes.py [--delays 0,10,20,50] [--shapes 1x200,10x20,50x4,200x1] [--quick]
+    .venv/bin/python bench/lanes.py --keepalive --delays 0 --shapes 10x20
     .venv/bin/python bench/lanes.py --auth
 """
 
@@ -76,7 +82,8 @@ asyncio.run(main())
 
 def start_proxy(upstream: str, delay_ms: float) -> tuple[subprocess.Popen[bytes], str]:
     p = port()
-    proc = subprocess.Popen([sys.executable, "-c", PROXY, upstream, str(delay_ms), str(p)], start_new_session=True)
+    proc = subprocess.Popen([sys.executable, "-c", PROXY, upstream, str(delay_ms), str(p)], start_new_session=True,
+                            stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{p}"
     wait_http(url + "/api/v1/")
     return proc, url
@@ -112,23 +119,37 @@ async def raw_loop(url: str, hosts: int, tasks: int, inflight: int) -> float:
         return hosts * tasks / (time.perf_counter() - t0)
 
 
-def flush(url: str, work: Path, hosts: int, tasks: int, window: int, **extra: str) -> tuple[float, float]:
-    """(results/s, flusher CPU ms per request) of one `ara-spool flush --window N`."""
+def flush(url: str, work: Path, hosts: int, tasks: int, window: int, **extra: str) -> dict[str, float]:
+    """One `ara-spool flush --window N` of a fresh hosts x tasks run: results/s (wall, process start
+    included), wall, CPU seconds of the flusher process (getrusage) and HTTP requests it made. Then
+    the same command again on the shipped run: the fixed cost of a flush (interpreter, imports, the
+    API root and playbook checks), to give the shipping rate and the CPU per request without it."""
     spool = work / f"spool-{uuid.uuid4().hex[:8]}"
     run_id = f"lanes-{uuid.uuid4().hex[:8]}"
     build_run(spool, run_id, hosts, tasks)
     env = flusher_env(url, spool, **extra)
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    proc = subprocess.run([str(BIN / "ara-spool"), "flush", "--quiet", "--window", str(window), "--run", run_id],
-                          env=env, capture_output=True, text=True, timeout=3600)
-    wall = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if proc.returncode != 0:
-        raise SystemExit(f"flush failed: {proc.stderr}")
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    requests = read_state(spool, run_id)["requests"]
-    return hosts * tasks / wall, 1000 * cpu / max(1, requests)
+    cmd = [str(BIN / "ara-spool"), "flush", "--quiet", "--window", str(window), "--run", run_id]
+    out: dict[str, float] = {}
+    for phase in ("ship", "noop"):
+        requests_before = read_state(spool, run_id)["requests"] if phase == "noop" else 0
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=3600)
+        wall = time.perf_counter() - t0
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if proc.returncode != 0:
+            raise SystemExit(f"flush failed: {proc.stderr}")
+        out[f"{phase}_wall"] = wall
+        out[f"{phase}_cpu"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        out[f"{phase}_requests"] = read_state(spool, run_id)["requests"] - requests_before
+    results = hosts * tasks
+    out["rate"] = results / out["ship_wall"]
+    out["rate_shipping"] = results / max(1e-6, out["ship_wall"] - out["noop_wall"])
+    out["requests_per_result"] = out["ship_requests"] / results
+    out["cpu_ms_per_request"] = 1000 * out["ship_cpu"] / out["ship_requests"]
+    out["cpu_ms_per_request_marginal"] = 1000 * (out["ship_cpu"] - out["noop_cpu"]) / max(
+        1, out["ship_requests"] - out["noop_requests"])
+    return out
 
 
 def bench_auth(window: int) -> None:
@@ -144,8 +165,8 @@ def bench_auth(window: int) -> None:
                                     "--email", "bench@example.com"],
                                    env=dict(ara.env, DJANGO_SUPERUSER_PASSWORD="bench-password"), check=True,
                                    capture_output=True)
-                serial, _ = flush(ara.url, work, 10, 10, 1, **(creds if env else {}))
-                lanes, _ = flush(ara.url, work, 10, 10, window, **(creds if env else {}))
+                serial = flush(ara.url, work, 10, 10, 1, **(creds if env else {}))["rate"]
+                lanes = flush(ara.url, work, 10, 10, window, **(creds if env else {}))["rate"]
                 rows.append([name, f"{serial:.1f}", f"{lanes:.1f}", f"{lanes / serial:.2f}x"])
                 print(" | ".join(rows[-1]), flush=True)
     print(table(["Ara", "window 1 res/s", f"window {window} res/s", "gain"], rows))
@@ -159,6 +180,9 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=16)
     ap.add_argument("--quick", action="store_true", help="delays 0,50 and shapes 1x50,10x5,50x1")
     ap.add_argument("--auth", action="store_true", help="login-protected Ara: Basic vs EXTERNAL_AUTH vs open")
+    ap.add_argument("--keepalive", action="store_true",
+                    help="Ara's gunicorn with gthread workers, which keep connections open (sync workers close "
+                         "each one): the flusher's CPU per request without a TCP connection per request")
     args = ap.parse_args()
     if args.auth:
         bench_auth(args.window)
@@ -167,28 +191,42 @@ def main() -> None:
         args.delays, args.shapes = "0,50", "1x50,10x5,50x1"
     delays = [float(d) for d in args.delays.split(",")]
     shapes = [tuple(int(x) for x in s.split("x")) for s in args.shapes.split(",")]
+    env = {"GUNICORN_CMD_ARGS": "--worker-class gthread --threads 4 --keep-alive 5"} if args.keepalive else None
     banner("lanes: results/s by added delay and hosts", machine())
+    print(f"Ara: gunicorn, 4 {'gthread (keep-alive)' if args.keepalive else 'sync'} workers, sqlite; "
+          f"window {args.window}; rates include the flusher's process start unless said otherwise")
     rows, data = [], []
-    with tempdir("ara-spool-lanes-") as work, ara_server(work / "ara", workers=4) as ara:
-        for delay in delays:
-            proxy, url = start_proxy(ara.url, delay)
+    direct: dict[tuple[int, int], float] = {}
+    with tempdir("ara-spool-lanes-") as work, ara_server(work / "ara", workers=4, env=env) as ara:
+        flush(ara.url, work, 5, 5, args.window)  # warm up: Ara's workers, the page cache
+        asyncio.run(raw_loop(ara.url, 5, 10, args.window))
+        for delay in [None, *delays]:  # None: straight to Ara, no proxy (the direct rate)
+            proxy, url = start_proxy(ara.url, delay) if delay is not None else (None, ara.url)
             try:
                 for hosts, tasks in shapes:
-                    serial, cpu1 = flush(url, work, hosts, tasks, 1)
-                    lanes, cpu_w = flush(url, work, hosts, tasks, args.window)
+                    serial = flush(url, work, hosts, tasks, 1)
+                    lanes = flush(url, work, hosts, tasks, args.window)
                     raw = asyncio.run(raw_loop(url, hosts, tasks, args.window))
+                    if delay is None:
+                        direct[(hosts, tasks)] = lanes["rate"]
                     row = {"delay_ms": delay, "hosts": hosts, "tasks": tasks, "window_1": serial,
-                           f"window_{args.window}": lanes, "raw": raw, "cpu_ms_per_request_w1": cpu1,
-                           "cpu_ms_per_request_w": cpu_w}
+                           f"window_{args.window}": lanes, "raw": raw}
                     data.append(row)
-                    rows.append([f"+{delay:.0f} ms", f"{hosts}x{tasks}", f"{serial:.1f}", f"{lanes:.1f}",
-                                 f"{raw:.1f}", f"{lanes / raw:.2f}", f"{cpu1:.2f}", f"{cpu_w:.2f}"])
+                    rows.append([
+                        "direct" if delay is None else f"+{delay:.0f} ms", f"{hosts}x{tasks}",
+                        f"{serial['rate']:.1f}", f"{lanes['rate']:.1f}", f"{lanes['rate_shipping']:.1f}",
+                        f"{raw:.1f}", f"{lanes['rate'] / direct[(hosts, tasks)]:.2f}",
+                        f"{lanes['rate_shipping'] / raw:.2f}",
+                        f"{lanes['rate_shipping'] * lanes['requests_per_result'] / raw:.2f}",
+                        f"{lanes['cpu_ms_per_request']:.2f}", f"{lanes['cpu_ms_per_request_marginal']:.2f}"])
                     print(" | ".join(rows[-1]), flush=True)
             finally:
-                kill_group(proxy)
-    print(table(["delay", "hosts x tasks", "window 1 res/s", f"window {args.window} res/s", "raw res/s",
-                 "lanes/raw", "CPU ms/req w1", f"CPU ms/req w{args.window}"], rows))
-    save_results("lanes", {"rows": data, "pid": os.getpid()})
+                if proxy is not None:
+                    kill_group(proxy)
+    print(table(["delay", "hosts x tasks", "window 1 res/s", f"window {args.window} res/s",
+                 "same, process start excluded", "raw res/s", "window / direct", "window / raw (results)",
+                 "window / raw (requests)", "CPU ms/req", "CPU ms/req marginal"], rows))
+    save_results("lanes", {"rows": data, "keepalive": args.keepalive, "pid": os.getpid()})
 
 
 if __name__ == "__main__":

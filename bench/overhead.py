@@ -11,6 +11,8 @@ alternated round by round against one real Ara (gunicorn, 4 sync workers, sqlite
                `ara-spool flush --run ID` afterwards: capture alone, and capture + ship = the time
                until the run is complete in Ara.
 Target: ara-spool <= 1.05x of none.
+With --pin (issue 13's setting): Ara's gunicorn (master and workers) on core 0, ansible-playbook and
+everything it starts (forks, the flusher) on core 1, so that the server's CPU is not the client's.
 
     python bench/overhead.py            # full: 300 tasks, 3 rounds
     python bench/overhead.py --quick    # smoke: 50 tasks, 1 round
@@ -39,6 +41,7 @@ from common import (  # noqa: E402
     load_str,
     machine,
     median,
+    read_state,
     save_results,
     table,
     tempdir,
@@ -89,6 +92,7 @@ def ara_default_env(work: Path, server: str) -> dict[str, str]:
 
 
 SERVER_PIDS: list[int] = []  # gunicorn master + workers: their CPU time is the server's cost
+CLIENT_CPUS: set[int] | None = None  # --pin: the cores ansible-playbook (and all it starts) may use
 CPU: dict[str, float] = {}  # CPU seconds of the last play(): client tree and server
 
 
@@ -104,6 +108,11 @@ def _server_cpu() -> float:
     return total
 
 
+def _pin_client() -> None:
+    if CLIENT_CPUS is not None:
+        os.sched_setaffinity(0, CLIENT_CPUS)  # inherited by the forks and the flusher it starts
+
+
 def play(env: dict[str, str], playbook: Path, name: str) -> tuple[float, float]:
     """Run ansible-playbook; (wall seconds, start time.time()). CPU gets the client tree's CPU seconds
     (ansible-playbook, its forks and its flusher, all reaped by it) and the server's."""
@@ -111,7 +120,8 @@ def play(env: dict[str, str], playbook: Path, name: str) -> tuple[float, float]:
     srv0 = _server_cpu()
     start = time.time()
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_pin_client)
     out, err = proc.communicate(timeout=1800)
     dt = time.perf_counter() - t0
     ru = os.wait4(proc.pid, 0)[2] if proc.returncode is None else None
@@ -170,7 +180,7 @@ def one(config: str, work: Path, playbook: Path, server: str, tasks: int) -> dic
     if config == "ara-spool->fake":
         # Diagnostic: the same, shipping to bench/fake_ara.py (no server CPU, nothing stored).
         wall, start = play(spool_env(work, server, spool, run_id, flusher=True), playbook, run_id)
-        st = json.loads((spool / f"{run_id}.state").read_text())
+        st = read_state(spool, run_id)
         if not st["ended"]:
             raise RuntimeError(f"fake: run {run_id} not all shipped")
         end = run_end_time(spool, run_id)
@@ -180,7 +190,7 @@ def one(config: str, work: Path, playbook: Path, server: str, tasks: int) -> dic
         env = spool_env(work, server, spool, run_id, flusher=True)
         wall, start = play(env, playbook, run_id)
         pb = api.playbook_for(run_id)
-        st = json.loads((spool / f"{run_id}.state").read_text())
+        st = read_state(spool, run_id)
         end = run_end_time(spool, run_id)
         return {"wall": wall, "complete_in_ara": wall, "play_part": end - start,
                 "final_flush_wait": start + wall - end, "requests": st["requests"], "load": load, **cpu(),
@@ -191,7 +201,7 @@ def one(config: str, work: Path, playbook: Path, server: str, tasks: int) -> dic
         c = cpu()
         t0 = time.perf_counter()
         proc = subprocess.run([str(BIN / "ara-spool"), "flush", "--quiet", "--run", run_id], env=env,
-                              capture_output=True, text=True, timeout=1800)
+                              capture_output=True, text=True, timeout=1800, preexec_fn=_pin_client)
         ship = time.perf_counter() - t0
         if proc.returncode != 0:
             raise RuntimeError(f"flush rc={proc.returncode}: {proc.stderr[-1500:]}")
@@ -235,6 +245,8 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--fake", action="store_true",
                     help="diagnostic: none vs ara-spool shipping to bench/fake_ara.py (no Ara server CPU)")
+    ap.add_argument("--pin", action="store_true",
+                    help="Ara on core 0, ansible-playbook and all it starts on core 1 (needs 2 cores)")
     args = ap.parse_args()
     tasks = args.tasks or (50 if args.quick else 300)
     rounds = args.rounds or (1 if args.quick else 3)
@@ -256,6 +268,15 @@ def main() -> int:
             SERVER_PIDS.extend(int(p) for p in Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children")
                                .read_text().split())
         SERVER_PIDS.append(server.proc.pid)
+        if args.pin:
+            global CLIENT_CPUS
+            cores = sorted(os.sched_getaffinity(0))
+            if len(cores) < 2:
+                raise SystemExit("--pin needs 2 cores")
+            for pid in SERVER_PIDS:
+                os.sched_setaffinity(pid, {cores[0]})
+            CLIENT_CPUS = {cores[1]}
+            print(f"pinned: Ara (pids {SERVER_PIDS}) on core {cores[0]}, ansible-playbook on core {cores[1]}")
         try:
             play(base_env(work), playbook, "warmup")  # page cache, bytecode
             for r in range(rounds):

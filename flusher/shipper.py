@@ -48,11 +48,15 @@ WATCHED_SAVE_SECONDS = 0.2
 # A stop lets the request in flight finish for this long (a working Ara answers in milliseconds:
 # the checkpoint then stays clean); a request still hanging after it is cancelled.
 STOP_GRACE_SECONDS = 0.5
+# Lines a window may read ahead of the oldest unanswered one, per request it may have in flight: the
+# dispatcher creates the next tasks' rows while the lanes still ship the last ones' results.
+READ_AHEAD = 4
 
 
 API = "/api/v1"
 RESULTS = f"{API}/results"
-HOST_PATHS = (f"{API}/hosts", RESULTS)  # a result's own calls: its host (get-or-create) and itself
+HOSTS = f"{API}/hosts"
+HOST_PATHS = (HOSTS, RESULTS)  # a result's own calls: its host (get-or-create) and itself
 LANED = ("result", "event")  # events that ship in their host's lane when the window is > 1
 
 
@@ -140,7 +144,8 @@ class RunShipper:
         # The window (window > 1): lines in flight in spool order, lanes by host, a stop from a lane.
         self.window = max(1, config.window)
         self._window: deque[_Entry] = deque()
-        self._slots = asyncio.Semaphore(self.window)
+        self._slots = asyncio.Semaphore(self.window)  # requests in flight
+        self._ahead = asyncio.Semaphore(READ_AHEAD * self.window)  # lines handed to lanes, unanswered
         self._lanes: dict[str, asyncio.Future[None]] = {}
         self._running: set[asyncio.Future[None]] = set()
         self._halt: _Stop | None = None
@@ -201,7 +206,6 @@ class RunShipper:
                     self._stop_waiter.cancel()
                 # Lines done above the low-water mark are in the checkpoint (done_above); only a
                 # create that may be in Ara unknown to us makes the next flusher reconcile.
-                st.done_above = [e.line.offset for e in self._window if e.done]
                 st.clean = not self.reconciler.uncertain
                 st.requests += self._requests - self._requests_saved
                 self._requests_saved = self._requests
@@ -362,6 +366,9 @@ class RunShipper:
         st = self.state
         assert st is not None
         moving = self.ids.last_result
+        # Lines done above the low-water mark: answered in this window, or by an earlier flusher
+        # and not reached yet (dropping those would send them again).
+        st.done_above = sorted({e.line.offset for e in self._window if e.done} | self._skip)
         if self.window > 1:
             self.ids.last_result = self._committed_last
         try:
@@ -467,7 +474,7 @@ class RunShipper:
             call = next(gen)
             while True:
                 if event["kind"] in LANED and call.method == "POST" and call.path in HOST_PATHS:
-                    await self._spawn(_lane_of(event), entry, gen, call)
+                    await self._spawn(_lane_of(event), entry, gen, call, hints)
                     return
                 if call.method == "PATCH":
                     await self._settle()
@@ -512,24 +519,32 @@ class RunShipper:
             self._count_shipped(event)
         self._complete(entry)
 
-    async def _spawn(self, lane: str, entry: _Entry, gen: Any, call: Call) -> None:
-        await self._slots.acquire()  # the window: the dispatcher waits while `window` lanes are busy
-        task = asyncio.ensure_future(self._lane(self._lanes.get(lane), entry, gen, call))
+    async def _spawn(self, lane: str, entry: _Entry, gen: Any, call: Call, hints: Hints) -> None:
+        await self._ahead.acquire()  # the dispatcher waits while this many lines are in the lanes
+        task = asyncio.ensure_future(self._lane(self._lanes.get(lane), entry, gen, call, hints))
         self._lanes[lane] = task
         self._running.add(task)
         task.add_done_callback(self._running.discard)
 
-    async def _lane(self, before: asyncio.Future[None] | None, entry: _Entry, gen: Any, call: Call) -> None:
+    async def _lane(self, before: asyncio.Future[None] | None, entry: _Entry, gen: Any, call: Call,
+                    hints: Hints) -> None:
         try:
             if before is not None and not before.done():
                 await asyncio.wait((before,))  # this host's earlier result goes first
             if self._halt is not None or self.stop.is_set():
                 return  # nothing new starts after a stop: this line stays for the next flusher
-            while True:
-                response = await self._execute(call, entry.line.offset)
-                if call.path == RESULTS:
-                    entry.result_id = response.get("id")
-                call = gen.send(response)
+            if call.path == HOSTS:
+                # Planned while this host's first result was still in flight: now its row may exist.
+                gen.close()
+                assert entry.line.event is not None
+                gen = plan(entry.line.event, self.ids, hints)
+                call = next(gen)
+            async with self._slots:  # the window: at most this many requests of the run in flight
+                while True:
+                    response = await self._execute(call, entry.line.offset)
+                    if call.path == RESULTS:
+                        entry.result_id = response.get("id")
+                    call = gen.send(response)
         except StopIteration:
             assert entry.line.event is not None
             self._count_shipped(entry.line.event)
@@ -545,7 +560,7 @@ class RunShipper:
         except OSError as exc:
             self._halt = self._halt or _Stop("error", str(exc))
         finally:
-            self._slots.release()
+            self._ahead.release()
 
     async def _settle(self) -> None:
         """Wait until every line in flight is answered; a lane's stop becomes the run's."""
@@ -571,7 +586,6 @@ class RunShipper:
             if done.result_id is not None:
                 self._committed_last = max(self._committed_last, done.result_id)
             self._since_ckpt += 1
-        st.done_above = [e.line.offset for e in self._window if e.done]
         self._checkpoint()
 
     def _quarantine(self, line: Line, reason: str) -> None:

@@ -68,6 +68,42 @@ async def test_transient_bursts_are_retried(cfg, ara, proxy, status):
     assert_exactly_once(ara, run_id, events)
 
 
+async def test_lines_done_above_the_low_water_mark_survive_a_flusher_that_stops_early(cfg, ara, proxy):
+    """A window stopped cleanly with lines done above its low-water mark (a slow lane held the mark
+    back): a next flusher stopped before it reaches them must keep them in the checkpoint, or a third
+    would send them again (found while moving that list to save time: it was rebuilt from the window
+    alone)."""
+    run_id = "above-1"
+    spooled = spool_run(cfg.spool_dir, run_id, hosts=10, tasks=6)
+    paths = RunPaths.of(cfg.spool_dir, run_id)
+    proxy.rules = [Rule("delay", "POST", "/api/v1/results", every=7, seconds=0.3)]
+    stop, shipped = asyncio.Event(), 0
+
+    def progress(_run: str, n: int) -> None:
+        nonlocal shipped
+        shipped += n
+        if shipped >= 30:
+            stop.set()
+
+    c = proxied(cfg, proxy, window=16)
+    [first] = await oneshot.flush(c, [run_id], timeout=60, stop=stop, on_progress=progress)
+    assert first.status == "stopped"
+    st = load(paths)
+    assert st.clean and st.done_above and min(st.done_above) > st.offset, (st.clean, st.offset, st.done_above)
+    kept = list(st.done_above)
+
+    halted = asyncio.Event()
+    halted.set()  # the second flusher stops before it ships a line
+    [second] = await oneshot.flush(c, [run_id], timeout=60, stop=halted)
+    assert second.status == "stopped" and second.shipped == 0
+    assert load(paths).done_above == kept
+
+    proxy.rules = []
+    [last] = await oneshot.flush(c, [run_id], timeout=60)
+    assert last.status == "done", last.message
+    assert_exactly_once(ara, run_id, spooled)
+
+
 async def test_connection_refused_then_back(cfg, ara, proxy, spool_dir):
     """Ara's port closed: the flush gives up at its timeout with the spool kept; later all lands once."""
     run_id = "refused-1"
