@@ -18,7 +18,8 @@ checks the password, PBKDF2, on every request) and against Ara with ARA_EXTERNAL
 comes from REMOTE_USER, which gunicorn sets from the Basic header: the web server in front is
 trusted to have checked it, as the README advises), next to an open Ara.
 
-    .venv/bin/python bench/lanes.py [--delays 0,10,20,50] [--shapes 1x200,10x20,50x4,200x1] [--quick]
+    .venv/bin/python bench/lanes.py [--delays 0,10,20,50] [--shapes 1x200,10x20,50x4,200x1] [--rounds N] [--quick]
+    .venv/bin/python bench/lanes.py --delays 50 --shapes 10x40,50x8 --rounds 3   # the +50 ms target
     .venv/bin/python bench/lanes.py --keepalive --delays 0 --shapes 10x20
     .venv/bin/python bench/lanes.py --auth
 """
@@ -47,7 +48,10 @@ from common import (  # noqa: E402
     build_run,
     flusher_env,
     kill_group,
+    load_str,
     machine,
+    median,
+    pin_apart,
     port,
     read_state,
     save_results,
@@ -178,6 +182,10 @@ def main() -> None:
     ap.add_argument("--delays", default="0,10,20,50")
     ap.add_argument("--shapes", default="1x200,10x20,50x4,200x1")
     ap.add_argument("--window", type=int, default=16)
+    ap.add_argument("--pin", action="store_true",
+                    help="Ara on one core, the flushers (and the proxy, the raw loop) on the other: the flusher's "
+                         "CPU per request without Ara's workers competing for its core")
+    ap.add_argument("--rounds", type=int, default=1, help="repeat the whole set, alternated; medians reported")
     ap.add_argument("--quick", action="store_true", help="delays 0,50 and shapes 1x50,10x5,50x1")
     ap.add_argument("--auth", action="store_true", help="login-protected Ara: Basic vs EXTERNAL_AUTH vs open")
     ap.add_argument("--keepalive", action="store_true",
@@ -195,38 +203,50 @@ def main() -> None:
     banner("lanes: results/s by added delay and hosts", machine())
     print(f"Ara: gunicorn, 4 {'gthread (keep-alive)' if args.keepalive else 'sync'} workers, sqlite; "
           f"window {args.window}; rates include the flusher's process start unless said otherwise")
-    rows, data = [], []
-    direct: dict[tuple[int, int], float] = {}
+    runs: dict[tuple[float | None, int, int], list[dict[str, Any]]] = {}
     with tempdir("ara-spool-lanes-") as work, ara_server(work / "ara", workers=4, env=env) as ara:
+        if args.pin:
+            assert ara.proc is not None
+            server_core, client_core = pin_apart(ara.proc.pid)
+            print(f"pinned: Ara on core {server_core}; this bench, the flushers and the proxy on core {client_core}")
         flush(ara.url, work, 5, 5, args.window)  # warm up: Ara's workers, the page cache
         asyncio.run(raw_loop(ara.url, 5, 10, args.window))
-        for delay in [None, *delays]:  # None: straight to Ara, no proxy (the direct rate)
-            proxy, url = start_proxy(ara.url, delay) if delay is not None else (None, ara.url)
-            try:
-                for hosts, tasks in shapes:
-                    serial = flush(url, work, hosts, tasks, 1)
-                    lanes = flush(url, work, hosts, tasks, args.window)
-                    raw = asyncio.run(raw_loop(url, hosts, tasks, args.window))
-                    if delay is None:
-                        direct[(hosts, tasks)] = lanes["rate"]
-                    row = {"delay_ms": delay, "hosts": hosts, "tasks": tasks, "window_1": serial,
-                           f"window_{args.window}": lanes, "raw": raw}
-                    data.append(row)
-                    rows.append([
-                        "direct" if delay is None else f"+{delay:.0f} ms", f"{hosts}x{tasks}",
-                        f"{serial['rate']:.1f}", f"{lanes['rate']:.1f}", f"{lanes['rate_shipping']:.1f}",
-                        f"{raw:.1f}", f"{lanes['rate'] / direct[(hosts, tasks)]:.2f}",
-                        f"{lanes['rate_shipping'] / raw:.2f}",
-                        f"{lanes['rate_shipping'] * lanes['requests_per_result'] / raw:.2f}",
-                        f"{lanes['cpu_ms_per_request']:.2f}", f"{lanes['cpu_ms_per_request_marginal']:.2f}"])
-                    print(" | ".join(rows[-1]), flush=True)
-            finally:
-                if proxy is not None:
-                    kill_group(proxy)
+        for r in range(args.rounds):
+            for delay in [None, *delays]:  # None: straight to Ara, no proxy (the direct rate)
+                proxy, url = start_proxy(ara.url, delay) if delay is not None else (None, ara.url)
+                try:
+                    for hosts, tasks in shapes:
+                        serial = flush(url, work, hosts, tasks, 1)
+                        lanes = flush(url, work, hosts, tasks, args.window)
+                        raw = asyncio.run(raw_loop(url, hosts, tasks, args.window))
+                        runs.setdefault((delay, hosts, tasks), []).append(
+                            {"window_1": serial, "window": lanes, "raw": raw})
+                        print(f"round {r + 1} {'direct' if delay is None else f'+{delay:.0f} ms'} {hosts}x{tasks}: "
+                              f"window 1 {serial['rate']:.1f}, window {args.window} {lanes['rate']:.1f}, "
+                              f"raw {raw:.1f} results/s (load {load_str()})", flush=True)
+                finally:
+                    if proxy is not None:
+                        kill_group(proxy)
+    rows = []
+    for (delay, hosts, tasks), rs in runs.items():
+        def med(key: str, field: str | None = None, rs: list[dict[str, Any]] = rs) -> float:
+            return median([x[key][field] if field else x[key] for x in rs])
+
+        lanes_rate, shipping, raw = med("window", "rate"), med("window", "rate_shipping"), med("raw")
+        direct = median([x["window"]["rate"] for x in runs[(None, hosts, tasks)]])
+        rows.append([
+            "direct" if delay is None else f"+{delay:.0f} ms", f"{hosts}x{tasks}", f"{med('window_1', 'rate'):.1f}",
+            f"{lanes_rate:.1f}", f"{shipping:.1f}", f"{raw:.1f}", f"{lanes_rate / direct:.2f}",
+            f"{shipping / raw:.2f}", f"{shipping * med('window', 'requests_per_result') / raw:.2f}",
+            f"{med('window', 'cpu_ms_per_request'):.2f}", f"{med('window', 'cpu_ms_per_request_marginal'):.2f}"])
+    print(f"medians of {args.rounds} round(s)")
     print(table(["delay", "hosts x tasks", "window 1 res/s", f"window {args.window} res/s",
                  "same, process start excluded", "raw res/s", "window / direct", "window / raw (results)",
                  "window / raw (requests)", "CPU ms/req", "CPU ms/req marginal"], rows))
-    save_results("lanes", {"rows": data, "keepalive": args.keepalive, "pid": os.getpid()})
+    print(f"load average at end: {load_str()}")
+    save_results("lanes", {"runs": [{"delay_ms": d, "hosts": h, "tasks": t, "rounds": rs}
+                                    for (d, h, t), rs in runs.items()],
+                           "keepalive": args.keepalive, "pid": os.getpid()})
 
 
 if __name__ == "__main__":

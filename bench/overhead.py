@@ -41,6 +41,7 @@ from common import (  # noqa: E402
     load_str,
     machine,
     median,
+    pin_apart,
     read_state,
     save_results,
     table,
@@ -92,7 +93,6 @@ def ara_default_env(work: Path, server: str) -> dict[str, str]:
 
 
 SERVER_PIDS: list[int] = []  # gunicorn master + workers: their CPU time is the server's cost
-CLIENT_CPUS: set[int] | None = None  # --pin: the cores ansible-playbook (and all it starts) may use
 CPU: dict[str, float] = {}  # CPU seconds of the last play(): client tree and server
 
 
@@ -108,11 +108,6 @@ def _server_cpu() -> float:
     return total
 
 
-def _pin_client() -> None:
-    if CLIENT_CPUS is not None:
-        os.sched_setaffinity(0, CLIENT_CPUS)  # inherited by the forks and the flusher it starts
-
-
 def play(env: dict[str, str], playbook: Path, name: str) -> tuple[float, float]:
     """Run ansible-playbook; (wall seconds, start time.time()). CPU gets the client tree's CPU seconds
     (ansible-playbook, its forks and its flusher, all reaped by it) and the server's."""
@@ -120,8 +115,7 @@ def play(env: dict[str, str], playbook: Path, name: str) -> tuple[float, float]:
     srv0 = _server_cpu()
     start = time.time()
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=_pin_client)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out, err = proc.communicate(timeout=1800)
     dt = time.perf_counter() - t0
     ru = os.wait4(proc.pid, 0)[2] if proc.returncode is None else None
@@ -201,7 +195,7 @@ def one(config: str, work: Path, playbook: Path, server: str, tasks: int) -> dic
         c = cpu()
         t0 = time.perf_counter()
         proc = subprocess.run([str(BIN / "ara-spool"), "flush", "--quiet", "--run", run_id], env=env,
-                              capture_output=True, text=True, timeout=1800, preexec_fn=_pin_client)
+                              capture_output=True, text=True, timeout=1800)
         ship = time.perf_counter() - t0
         if proc.returncode != 0:
             raise RuntimeError(f"flush rc={proc.returncode}: {proc.stderr[-1500:]}")
@@ -269,14 +263,9 @@ def main() -> int:
                                .read_text().split())
         SERVER_PIDS.append(server.proc.pid)
         if args.pin:
-            global CLIENT_CPUS
-            cores = sorted(os.sched_getaffinity(0))
-            if len(cores) < 2:
-                raise SystemExit("--pin needs 2 cores")
-            for pid in SERVER_PIDS:
-                os.sched_setaffinity(pid, {cores[0]})
-            CLIENT_CPUS = {cores[1]}
-            print(f"pinned: Ara (pids {SERVER_PIDS}) on core {cores[0]}, ansible-playbook on core {cores[1]}")
+            server_core, client_core = pin_apart(server.proc.pid)
+            print(f"pinned: Ara (gunicorn, pids {SERVER_PIDS}) on core {server_core}, this bench and "
+                  f"ansible-playbook with all it starts on core {client_core}")
         try:
             play(base_env(work), playbook, "warmup")  # page cache, bytecode
             for r in range(rounds):

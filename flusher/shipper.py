@@ -478,7 +478,8 @@ class RunShipper:
                     return
                 if call.method == "PATCH":
                     await self._settle()
-                response = await self._execute(call, line.offset)
+                async with self._slots:  # the dispatcher's own requests count in the window too
+                    response = await self._execute(call, line.offset)
                 call = gen.send(response)
         except StopIteration:
             self._count_shipped(event)
@@ -494,10 +495,9 @@ class RunShipper:
         await self._settle()
         event = entry.line.event
         assert event is not None
-        slots = asyncio.Semaphore(self.window)
 
         async def one(host_plan: Any) -> None:
-            async with slots:
+            async with self._slots:
                 call = next(host_plan)
                 try:
                     while True:

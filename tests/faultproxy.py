@@ -50,6 +50,8 @@ class FaultProxy:
     rules: list[Rule] = field(default_factory=list)
     log: list[tuple[str, str, str]] = field(default_factory=list)
     session: aiohttp.ClientSession | None = None
+    inflight: int = 0  # requests being handled now
+    max_inflight: int = 0  # the most handled at once
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -72,6 +74,14 @@ class FaultProxy:
             return resp.status, await resp.read(), resp.headers.get("Content-Type", "application/json")
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.inflight += 1
+        self.max_inflight = max(self.max_inflight, self.inflight)
+        try:
+            return await self._handle(request)
+        finally:
+            self.inflight -= 1
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
         rule = next((r for r in self.rules if r.wants(request)), None)
         action = rule.action if rule else "forward"
         self.log.append((request.method, request.path, action))

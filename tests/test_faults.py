@@ -104,6 +104,21 @@ async def test_lines_done_above_the_low_water_mark_survive_a_flusher_that_stops_
     assert_exactly_once(ara, run_id, spooled)
 
 
+@pytest.mark.parametrize("window", [1, 4])
+async def test_the_window_bounds_requests_in_flight(cfg, ara, proxy, window):
+    """At most `window` requests of a run are in flight, even with many more lines read ahead into
+    the hosts' lanes; and each host's row is created once, however many of its results were read
+    before that row existed."""
+    run_id = f"inflight-{window}"
+    spooled = spool_run(cfg.spool_dir, run_id, hosts=12, tasks=4)
+    proxy.rules = [Rule("delay", "POST", "/api/v1/results", seconds=0.05)]
+    [outcome] = await oneshot.flush(proxied(cfg, proxy, window=window), [run_id], timeout=60)
+    assert outcome.status == "done", outcome.message
+    assert proxy.max_inflight == window
+    assert proxy.count("POST", "/api/v1/hosts") == 12
+    assert_exactly_once(ara, run_id, spooled)
+
+
 async def test_connection_refused_then_back(cfg, ara, proxy, spool_dir):
     """Ara's port closed: the flush gives up at its timeout with the spool kept; later all lands once."""
     run_id = "refused-1"
