@@ -50,6 +50,8 @@ class FaultProxy:
     rules: list[Rule] = field(default_factory=list)
     log: list[tuple[str, str, str]] = field(default_factory=list)
     session: aiohttp.ClientSession | None = None
+    # ("sent" | "answered", method, path, action), in the order it happened
+    timeline: list[tuple[str, str, str, str]] = field(default_factory=list)
     inflight: int = 0  # requests being handled now
     max_inflight: int = 0  # the most handled at once
 
@@ -74,17 +76,19 @@ class FaultProxy:
             return resp.status, await resp.read(), resp.headers.get("Content-Type", "application/json")
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        self.inflight += 1
-        self.max_inflight = max(self.max_inflight, self.inflight)
-        try:
-            return await self._handle(request)
-        finally:
-            self.inflight -= 1
-
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
         rule = next((r for r in self.rules if r.wants(request)), None)
         action = rule.action if rule else "forward"
         self.log.append((request.method, request.path, action))
+        self.inflight += 1
+        self.max_inflight = max(self.max_inflight, self.inflight)
+        self.timeline.append(("sent", request.method, request.path, action))
+        try:
+            return await self._act(request, rule)
+        finally:
+            self.inflight -= 1
+            self.timeline.append(("answered", request.method, request.path, action))
+
+    async def _act(self, request: web.Request, rule: Rule | None) -> web.StreamResponse:
         if rule is not None and rule.action == "respond":
             return web.Response(status=rule.status, text=rule.body, content_type="text/html")
         if rule is not None and rule.action == "drop":

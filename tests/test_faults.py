@@ -119,6 +119,22 @@ async def test_the_window_bounds_requests_in_flight(cfg, ara, proxy, window):
     assert_exactly_once(ara, run_id, spooled)
 
 
+async def test_a_slow_host_does_not_hold_up_the_others_or_the_next_tasks(cfg, ara, proxy):
+    """One host's result hangs for a second: its later results wait in its lane without taking a
+    slot of the window, so the other hosts go on and the next tasks' rows are created meanwhile
+    (the flusher reads up to 4 windows of lines ahead). Before, the waiting results held slots and
+    the window filled up behind the slow host."""
+    run_id = "slow-host-1"
+    spooled = spool_run(cfg.spool_dir, run_id, hosts=4, tasks=8)
+    proxy.rules = [Rule("delay", "POST", "/api/v1/results", every=4, times=1, seconds=1.0)]
+    [outcome] = await oneshot.flush(proxied(cfg, proxy, window=4), [run_id], timeout=60)
+    assert outcome.status == "done", outcome.message
+    late = proxy.timeline.index(("answered", "POST", "/api/v1/results", "delay"))
+    tasks_before = sum(1 for x in proxy.timeline[:late] if x[:3] == ("sent", "POST", "/api/v1/tasks"))
+    assert tasks_before == 8  # every task's row, while the slow result was still unanswered
+    assert_exactly_once(ara, run_id, spooled)
+
+
 async def test_connection_refused_then_back(cfg, ara, proxy, spool_dir):
     """Ara's port closed: the flush gives up at its timeout with the spool kept; later all lands once."""
     run_id = "refused-1"
