@@ -71,7 +71,8 @@ class _Entry:
 
     line: Line
     done: bool = False
-    result_id: int | None = None
+    # The highest result id known when this line's result was sent: Ara gives it a higher one.
+    sent_above: int | None = None
 
 
 @dataclass
@@ -149,7 +150,6 @@ class RunShipper:
         self._lanes: dict[str, asyncio.Future[None]] = {}
         self._running: set[asyncio.Future[None]] = set()
         self._halt: _Stop | None = None
-        self._committed_last = 0  # highest result id below the low-water mark
         self._stop_deadline: float | None = None  # set at the first stop seen: the grace's end
         self._skip: set[int] = set()
         self._with_retries: Callable[..., Awaitable[Any]] | None = None
@@ -174,7 +174,6 @@ class RunShipper:
             st = self.state
             fresh = st.fresh
             self.ids = AraIds.bind(st)
-            self._committed_last = self.ids.last_result
             self._skip = set(st.done_above)  # shipped by an earlier flusher above its low-water mark
             self.reconciler = Reconciler(st.run_id, after_crash=not st.clean, fresh=fresh,
                                          until=self.paths.spool_size(), floor=self.ids.last_result)
@@ -258,7 +257,6 @@ class RunShipper:
             st.ended, st.final_status, st.sink, st.done_above = False, None, {}, []
             self._skip = set()
             self.ids = AraIds.bind(st)
-            self._committed_last = 0
             self.reconciler = Reconciler(st.run_id, fresh=True, until=self.paths.spool_size())
             return
         self.client.checked_playbooks.add(key)
@@ -360,17 +358,20 @@ class RunShipper:
         return max(0.001, self.timeout - (time.monotonic() - since))
 
     def _save(self, durable: bool = True) -> None:
-        """Write the checkpoint. With a window, the highest result id it records is the highest
-        below the low-water mark: results above it are reconciled after a crash, and a lookup's
-        floor must not pass them."""
+        """Write the checkpoint. With a window, the result id it records (a later lookup's floor)
+        is below every result that may be in Ara unknown to it: those in flight are reconciled
+        after a crash, and a lookup only matches results above the floor."""
         st = self.state
         assert st is not None
         moving = self.ids.last_result
         # Lines done above the low-water mark: answered in this window, or by an earlier flusher
         # and not reached yet (dropping those would send them again).
         st.done_above = sorted({e.line.offset for e in self._window if e.done} | self._skip)
-        if self.window > 1:
-            self.ids.last_result = self._committed_last
+        # The floor of a later lookup: ids follow commit order, not spool order, so a result in
+        # flight may get a lower id than one answered since; each is above what was known when it
+        # was sent.
+        self.ids.last_result = min([e.sent_above for e in self._window
+                                    if not e.done and e.sent_above is not None], default=moving)
         try:
             state_mod.save(self.paths, st, durable=durable)
         finally:
@@ -541,9 +542,9 @@ class RunShipper:
                 call = next(gen)
             async with self._slots:  # the window: at most this many requests of the run in flight
                 while True:
-                    response = await self._execute(call, entry.line.offset)
                     if call.path == RESULTS:
-                        entry.result_id = response.get("id")
+                        entry.sent_above = self.ids.last_result
+                    response = await self._execute(call, entry.line.offset)
                     call = gen.send(response)
         except StopIteration:
             assert entry.line.event is not None
@@ -583,8 +584,6 @@ class RunShipper:
         while self._window and self._window[0].done:
             done = self._window.popleft()
             st.offset = done.line.end
-            if done.result_id is not None:
-                self._committed_last = max(self._committed_last, done.result_id)
             self._since_ckpt += 1
         self._checkpoint()
 

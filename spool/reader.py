@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiofiles
 from ara_spool.spool import schema
 from ara_spool.spool.paths import open_nofollow
 from ara_spool.spool.writer import MAX_LINE_BYTES
@@ -139,8 +140,6 @@ async def aread_lines(path: Path, offset: int, max_lines: int = 1000) -> AsyncIt
         fd = _open(path)
     except FileNotFoundError:
         return
-    import aiofiles  # here, not at the top: the Ansible side reads spools only synchronously
-
     async with aiofiles.open(fd, "rb") as fh:
         await fh.seek(offset)
         splitter = LineSplitter(offset)

@@ -27,13 +27,16 @@ class Rule:
     status: int = 500
     body: str = "<h1>Server Error (500)</h1>"
     seconds: float = 0.0
+    contains: str | None = None  # only requests whose body holds this text
     seen: int = 0
     used: int = 0
 
-    def wants(self, request: web.Request) -> bool:
+    def wants(self, request: web.Request, body: bytes = b"") -> bool:
         if self.method and request.method != self.method:
             return False
         if self.path and not request.path.startswith(self.path):
+            return False
+        if self.contains is not None and self.contains.encode() not in body:
             return False
         if self.times is not None and self.used >= self.times:
             return False
@@ -76,7 +79,8 @@ class FaultProxy:
             return resp.status, await resp.read(), resp.headers.get("Content-Type", "application/json")
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        rule = next((r for r in self.rules if r.wants(request)), None)
+        body = await request.read() if any(r.contains for r in self.rules) else b""  # aiohttp keeps it
+        rule = next((r for r in self.rules if r.wants(request, body)), None)
         action = rule.action if rule else "forward"
         self.log.append((request.method, request.path, action))
         self.inflight += 1
