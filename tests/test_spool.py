@@ -163,12 +163,16 @@ def test_schema_validate_accepts_writer_output(spool_dir):
 
 
 _BIG_WRITER = """
-import os, sys
+import os, sys, time
 from ara_spool.spool import writer
-# Short writes, as a slow or remote filesystem gives them: a 4 MB line takes ~64 write calls, so a
-# kill at a random moment lands mid-line (one 4 MB write to a local file cannot be interrupted).
+# Short, slow writes, as a slow or remote filesystem gives them: a 4 MB line takes ~64 write calls
+# of 1 ms or more, most of each append's time, so a kill at a random moment lands mid-line (one
+# 4 MB write to a local file cannot be interrupted, and encoding the line takes a while too).
 _write = os.write
-os.write = lambda fd, data: _write(fd, bytes(memoryview(data)[:65536]))
+def _short_write(fd, data):
+    time.sleep(0.001)
+    return _write(fd, bytes(memoryview(data)[:65536]))
+os.write = _short_write
 print("ready", flush=True)
 while True:
     writer.append(sys.argv[2], "event", {"task": "big", "status": "ok", "host": "h",
