@@ -137,8 +137,12 @@ def test_interrupt_records_what_happened_and_expires_the_run(env, ara, spool_dir
     # their forked workers, which keep the pipe open until their task ends (67 s here).
     output = tmp_path / "output.txt"
     with open(output, "w") as out_fh:
+        # As from a terminal: a shell without job control starts background commands with SIGINT
+        # ignored, and ansible-core <= 2.18 keeps that (2.19 installs its own handler), so a CI
+        # started in the background would never see the interrupt.
         proc = subprocess.Popen(playbook_cmd("slow.yml", "-e", "ara_enabled=true", "-e", f"ara_run_id={run_id}"),
-                                env=env, stdout=out_fh, stderr=subprocess.STDOUT, text=True)
+                                env=env, stdout=out_fh, stderr=subprocess.STDOUT, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 60
     spool = spool_dir / f"{run_id}.jsonl"
     while time.monotonic() < deadline:  # wait until the long task has started
