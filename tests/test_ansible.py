@@ -162,6 +162,30 @@ def test_interrupt_records_what_happened_and_expires_the_run(env, ara, spool_dir
     assert load(RunPaths.of(spool_dir, run_id)).final_status == "expired"
 
 
+@pytest.mark.ansible_matrix
+def test_an_ignored_interrupt_leaves_the_run_going(env, ara, spool_dir):
+    """ansible-playbook started with SIGINT ignored (a background job of a shell without job
+    control). ansible-core <= 2.18 keeps it ignored and the play goes on; 2.19 installs its own
+    handler and stops. Either way the recording says what the play did: the callback once took an
+    ignored signal over and marked the run expired while the play went on to complete."""
+    run_id = rid()
+    proc = subprocess.Popen(playbook_cmd("slow_steps.yml", "-e", "ara_enabled=true", "-e", f"ara_run_id={run_id}"),
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    spool = spool_dir / f"{run_id}.jsonl"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (spool.exists() and any(
+            ln.event and ln.event["kind"] == "task_start" for ln in read_lines(spool))):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    went_on = proc.returncode == 0
+    assert went_on or "User interrupted execution" in out, out
+    pb, _, _, rows = results_view(ara, run_id)
+    assert pb["status"] == ("completed" if went_on else "expired"), out
+    assert load(RunPaths.of(spool_dir, run_id)).final_status == pb["status"]
+
+
 def _recap(stdout: str) -> dict[str, dict[str, int]]:
     out = {}
     for line in stdout.splitlines()[stdout.splitlines().index("PLAY RECAP " + "*" * 69):]:

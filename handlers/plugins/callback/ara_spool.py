@@ -283,7 +283,10 @@ class CallbackModule(CallbackBase):
                 display.warning(f"ara-spool: cannot start the background flusher ({exc}); events stay spooled")
         atexit.register(self._at_exit)
         for sig in (signal.SIGTERM, signal.SIGINT):
-            self.previous_handlers[sig] = signal.getsignal(sig)
+            previous = signal.getsignal(sig)
+            if previous == signal.SIG_IGN:
+                continue  # nohup, or a background job: the run goes on through it, so must we
+            self.previous_handlers[sig] = previous
             signal.signal(sig, self._on_signal)
         display.vv(f"ara-spool: recording run {run_id} to {self.dir}")
 
