@@ -123,6 +123,11 @@ def ara_server(base: Path, kind: str = "gunicorn", workers: int = 4, env: dict[s
         server.stop()
 
 
+def server_pids(server_pid: int) -> list[int]:
+    """A forking server's master and its children (gunicorn's workers)."""
+    return [server_pid, *map(int, Path(f"/proc/{server_pid}/task/{server_pid}/children").read_text().split())]
+
+
 def pin_apart(server_pid: int) -> tuple[int, int]:
     """Issue 13's pinned setting: the server (its master, workers and their threads) on the first
     core, this process and all it starts from now on (flushers, ansible-playbook, proxies) on the
@@ -130,8 +135,7 @@ def pin_apart(server_pid: int) -> tuple[int, int]:
     cores = sorted(os.sched_getaffinity(0))
     if len(cores) < 2:
         raise SystemExit("pinning needs 2 cores")
-    children = Path(f"/proc/{server_pid}/task/{server_pid}/children").read_text().split()
-    for pid in [server_pid, *map(int, children)]:
+    for pid in server_pids(server_pid):
         for tid in os.listdir(f"/proc/{pid}/task"):
             os.sched_setaffinity(int(tid), {cores[0]})
     os.sched_setaffinity(0, {cores[1]})

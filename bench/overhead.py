@@ -44,6 +44,7 @@ from common import (  # noqa: E402
     pin_apart,
     read_state,
     save_results,
+    server_pids,
     table,
     tempdir,
 )
@@ -259,9 +260,7 @@ def main() -> int:
             server = FakeServer().start()
         else:
             server = AraServer(work / "ara", kind="gunicorn", workers=args.workers).start()
-            SERVER_PIDS.extend(int(p) for p in Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children")
-                               .read_text().split())
-        SERVER_PIDS.append(server.proc.pid)
+        SERVER_PIDS.extend(server_pids(server.proc.pid))
         if args.pin:
             server_core, client_core = pin_apart(server.proc.pid)
             print(f"pinned: Ara (gunicorn, pids {SERVER_PIDS}) on core {server_core}, this bench and "

@@ -1,4 +1,4 @@
-"""Ship one run's spool to one Ara: strictly in spool order, exactly once, resumable after any crash.
+"""Ship one run's spool to one Ara: in spool order per host, exactly once, resumable after any crash.
 
 - The checkpoint (spool/state.py) is kept per destination (the normalised API URL): its offset and
   every Ara id created there. It is saved durably every `checkpoint_every` events or
@@ -442,10 +442,13 @@ class RunShipper:
     # parents (playbook, play, file, task) are created by the dispatcher itself, before the
     # result goes out: every task's and play's row precedes its results. The result (with its
     # host) then ships in its host's lane: one request in flight per host, a host's results in
-    # spool order, at most `window` lanes busy at once. A PATCH (a task's, play's, host's or the
-    # run's end) waits until every result in flight is answered. The checkpoint's offset is the
-    # low-water mark: every line before it is answered; after a crash, the lines above it are
-    # reconciled (flusher/reconcile.py looks up every create of them, not only up to a miss).
+    # spool order. At most `window` requests of the run are in flight (the dispatcher's own
+    # included); a result queued behind its host's earlier one holds no slot, and the dispatcher
+    # reads up to READ_AHEAD windows of lines ahead of the oldest unanswered. A PATCH (a task's,
+    # play's, host's or the run's end) waits until every result in flight is answered. The
+    # checkpoint's offset is the low-water mark: every line before it is answered; after a crash,
+    # the lines above it are reconciled (flusher/reconcile.py looks up every create of them, not
+    # only up to a miss).
 
     def _passed(self, line: Line) -> None:
         """A line an earlier flusher shipped above its low-water mark: done, nothing to send."""

@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from ara_spool.handlers import env_lines
+from ara_spool.spool.reader import read_lines
 
 PLAYBOOKS = Path(__file__).resolve().parent / "playbooks"
 BIN = Path(sys.executable).parent
@@ -46,3 +48,13 @@ def playbook_cmd(name: str, *args: str) -> list[str]:
 
 def run_playbook(env: dict[str, str], name: str, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
     return subprocess.run(playbook_cmd(name, *args), env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def wait_for_task_start(spool: Path, name: str | None = None, timeout: float = 60) -> None:
+    """Until the run's spool holds a task_start (of the task `name`, if given), at most `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if spool.exists() and any(ln.event and ln.event["kind"] == "task_start"
+                                  and name in (None, ln.event["task"]["name"]) for ln in read_lines(spool)):
+            return
+        time.sleep(0.05)

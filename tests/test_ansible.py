@@ -14,7 +14,7 @@ from ara_spool.spool.paths import RunPaths
 from ara_spool.spool.reader import read_lines
 from ara_spool.spool.state import load
 
-from tests.ansible_run import BIN, PLAYBOOKS, ansible_env, playbook_cmd, run_playbook
+from tests.ansible_run import BIN, PLAYBOOKS, ansible_env, playbook_cmd, run_playbook, wait_for_task_start
 from tests.conftest import ROOT
 
 
@@ -143,13 +143,7 @@ def test_interrupt_records_what_happened_and_expires_the_run(env, ara, spool_dir
         proc = subprocess.Popen(playbook_cmd("slow.yml", "-e", "ara_enabled=true", "-e", f"ara_run_id={run_id}"),
                                 env=env, stdout=out_fh, stderr=subprocess.STDOUT, text=True,
                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    deadline = time.monotonic() + 60
-    spool = spool_dir / f"{run_id}.jsonl"
-    while time.monotonic() < deadline:  # wait until the long task has started
-        if spool.exists() and any(ln.event and ln.event["kind"] == "task_start" and ln.event["task"]["name"] == "long"
-                                  for ln in read_lines(spool)):
-            break
-        time.sleep(0.1)
+    wait_for_task_start(spool_dir / f"{run_id}.jsonl", "long")
     time.sleep(0.5)
     proc.send_signal(sig)
     proc.wait(timeout=60)
@@ -172,11 +166,7 @@ def test_an_ignored_interrupt_leaves_the_run_going(env, ara, spool_dir):
     proc = subprocess.Popen(playbook_cmd("slow_steps.yml", "-e", "ara_enabled=true", "-e", f"ara_run_id={run_id}"),
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
-    spool = spool_dir / f"{run_id}.jsonl"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not (spool.exists() and any(
-            ln.event and ln.event["kind"] == "task_start" for ln in read_lines(spool))):
-        time.sleep(0.05)
+    wait_for_task_start(spool_dir / f"{run_id}.jsonl")
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=120)
     went_on = proc.returncode == 0

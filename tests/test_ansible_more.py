@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from ara_spool.spool.reader import read_lines
 
-from tests.ansible_run import BIN, ansible_env, playbook_cmd, run_playbook
+from tests.ansible_run import BIN, ansible_env, playbook_cmd, run_playbook, wait_for_task_start
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "tok-SECRET-4f9a1c"
@@ -78,12 +78,7 @@ def test_ansible_playbook_killed_loses_nothing_spooled(tmp_path, spool_dir, ara_
     proc = subprocess.Popen(playbook_cmd("slow.yml", "-e", "ara_enabled=true", "-e", f"ara_run_id={run_id}"),
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     spool = spool_dir / f"{run_id}.jsonl"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if spool.exists() and any(ln.event and ln.event["kind"] == "task_start" and ln.event["task"]["name"] == "long"
-                                  for ln in read_lines(spool)):
-            break
-        time.sleep(0.1)
+    wait_for_task_start(spool, "long")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     subprocess.run(["pkill", "-KILL", "-f", "^sleep 67$"], check=False)  # the orphaned worker's command

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import signal
 import subprocess
 import sys
 import time
+import uuid
 
+from ara_spool.spool import writer
 from ara_spool.spool.paths import RunPaths
 from ara_spool.spool.state import load
 
@@ -55,8 +58,6 @@ def test_sigkill_loop_exactly_once_in_order(cli_env, ara, spool_dir):
 
 
 def _result(spool_dir, run_id, task_uuid, play_uuid, host, started, msg):
-    from ara_spool.spool import writer
-
     body = {"task_uuid": task_uuid, "play_uuid": play_uuid, "host": host, "status": "ok", "changed": False,
             "ignore_errors": False, "started": started, "ended": started, "content": {"msg": msg}}
     return writer.append(run_id, "result", body, spool_dir=spool_dir, ts=started)
@@ -69,11 +70,6 @@ async def test_a_kill_while_a_result_committed_early_is_in_flight_does_not_doubl
     answered. The checkpoint's lookup floor must stay below j: with the highest id below the
     low-water mark as the floor (i's), the flusher after a SIGKILL did not find j and sent it
     again."""
-    import asyncio
-    import uuid
-
-    from ara_spool.spool import writer
-
     run_id = "floor-1"
     play = str(uuid.uuid4())
     writer.append(run_id, "run_start", {"path": "/srv/floor.yml", "name": "floor", "ansible_version": "2.19.0"},
