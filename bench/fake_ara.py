@@ -10,6 +10,7 @@ NOT Ara: figures measured against it say nothing about a real server's throughpu
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 
 from aiohttp import web
@@ -18,11 +19,13 @@ ENDPOINTS = ("labels", "playbooks", "plays", "tasks", "hosts", "latesthosts", "r
 EMPTY = json.dumps({"count": 0, "next": None, "previous": None, "results": []})
 
 
-def make_app() -> web.Application:
+def make_app(delay_ms: float = 0.0) -> web.Application:
     counter = {"id": 0, "requests": 0}
 
     async def handle(request: web.Request) -> web.Response:
         counter["requests"] += 1
+        if delay_ms:  # a server that takes this long to answer without using this machine's CPU
+            await asyncio.sleep(delay_ms / 1000)
         if request.method == "GET":
             if request.path.rstrip("/") == "/api":
                 return web.json_response({"kind": "fake-ara", "version": "0", "requests": counter["requests"]})
@@ -45,8 +48,9 @@ def make_app() -> web.Application:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--delay-ms", type=float, default=0.0, help="answer each request after this long")
     args = ap.parse_args()
-    web.run_app(make_app(), host="127.0.0.1", port=args.port, access_log=None, print=None)
+    web.run_app(make_app(args.delay_ms), host="127.0.0.1", port=args.port, access_log=None, print=None)
 
 
 if __name__ == "__main__":

@@ -89,6 +89,7 @@ class AraClient:
         self._close_each = False
         self._closing_session: aiohttp.ClientSession | None = None
         self._session_args: dict[str, Any] = {}
+        self._display = config.display_server
         self._ssl: ssl.SSLContext | bool = True
         self._inflight: asyncio.Semaphore | None = None  # the bound across runs (max_inflight)
         self._checked_server = False  # the API root answered as Ara's, once per process
@@ -142,12 +143,12 @@ class AraClient:
         """One request; the decoded JSON object on 2xx, else one of the errors above."""
         session = self._current()
         self.requests += 1
-        where = f"{method} {self.config.display_server}{path}"
+        where = f"{method} {self._display}{path}"  # for errors: display_server redacts on each call
         assert self._inflight is not None
         try:
             async with self._inflight, session.request(method, path.lstrip("/"), json=body, params=params,
                                        allow_redirects=False) as resp:
-                text = await resp.text(errors="replace")
+                raw = await resp.read()  # bytes: json.loads takes them, without resp.text's charset sniffing
                 if resp.headers.get("Server", "").startswith("WSGIServer/"):
                     self._close_each = True
                 status = resp.status
@@ -165,13 +166,14 @@ class AraClient:
             raise TransientError(f"{where}: {kind}", ambiguous=True) from None
         if 200 <= status < 300:
             try:
-                data = json.loads(text) if text else {}
+                data = json.loads(raw) if raw else {}
             except ValueError:
                 data = None
             if not isinstance(data, dict):
                 raise ServerError(f"{where}: HTTP {status} with a body that is not Ara's JSON: is "
                                   f"{self.config.display_server} Ara's API server?", ambiguous=method != "GET")
             return data
+        text = raw.decode("utf-8", errors="replace")
         summary = _summary(text)
         if status in (401, 403):
             raise AuthError(self._auth_message(where, status, summary))

@@ -142,6 +142,10 @@ class RunShipper:
         self._held: dict[int, float] = {}  # offset of a held task_start -> when first held
         self._ended_for_parent = False
         self._stop_waiter: asyncio.Future[Any] | None = None
+        self._cut_later: asyncio.TimerHandle | None = None
+        # Tasks awaiting a request (with its retries), and those the stop's grace cut short.
+        self._requesting: set[asyncio.Task[Any]] = set()
+        self._cut: set[asyncio.Task[Any]] = set()
         # The window (window > 1): lines in flight in spool order, lanes by host, a stop from a lane.
         self.window = max(1, config.window)
         self._window: deque[_Entry] = deque()
@@ -150,7 +154,6 @@ class RunShipper:
         self._lanes: dict[str, asyncio.Future[None]] = {}
         self._running: set[asyncio.Future[None]] = set()
         self._halt: _Stop | None = None
-        self._stop_deadline: float | None = None  # set at the first stop seen: the grace's end
         self._skip: set[int] = set()
         self._with_retries: Callable[..., Awaitable[Any]] | None = None
 
@@ -203,6 +206,8 @@ class RunShipper:
                 await self._abandon()
                 if self._stop_waiter is not None:
                     self._stop_waiter.cancel()
+                if self._cut_later is not None:
+                    self._cut_later.cancel()
                 # Lines done above the low-water mark are in the checkpoint (done_above); only a
                 # create that may be in Ara unknown to us makes the next flusher reconcile.
                 st.clean = not self.reconciler.uncertain
@@ -533,8 +538,10 @@ class RunShipper:
     async def _lane(self, before: asyncio.Future[None] | None, entry: _Entry, gen: Any, call: Call,
                     hints: Hints) -> None:
         try:
-            if before is not None and not before.done():
-                await asyncio.wait((before,))  # this host's earlier result goes first
+            if before is not None and not before.done():  # this host's earlier result goes first
+                turn = asyncio.get_running_loop().create_future()  # cheaper than asyncio.wait per line
+                before.add_done_callback(lambda _: turn.done() or turn.set_result(None))
+                await turn
             if self._halt is not None or self.stop.is_set():
                 return  # nothing new starts after a stop: this line stays for the next flusher
             if call.path == HOSTS:
@@ -629,13 +636,15 @@ class RunShipper:
             st.last_error = st.first_error_at = None
             self._save(durable=False)
 
-    async def _retried(self, attempt: Callable[[], Awaitable[T]]) -> T:
+    async def _retried(self, attempt: Callable[[], Awaitable[T]], failed: list[Exception]) -> T:
+        if failed:  # backoff's first try is the attempt that already failed: it waits, then retries
+            raise failed.pop()
         return await attempt()
 
     async def _retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
         """attempt(), retried with backoff on transient errors. A stop gives what is in flight, or
-        queued in a lane before the stop, until a shared deadline (STOP_GRACE_SECONDS after the
-        stop) to finish; then it is cancelled. Nothing new starts after a stop."""
+        queued in a lane before the stop, STOP_GRACE_SECONDS after the stop to finish; then it is
+        cancelled. Nothing new starts after a stop."""
         if self.stop.is_set():
             raise _Stop("stopped", "stopped")
         if self._with_retries is None:  # decorated once: per call it would cost ~0.1 ms of CPU
@@ -644,24 +653,23 @@ class RunShipper:
                 jitter=backoff.full_jitter, giveup=self._give_up, on_backoff=self._on_backoff, logger=None,
             )(self._retried)
         if self._stop_waiter is None:
+            # One watcher for the run, not a task and a wait per request (~30 us of CPU each).
             self._stop_waiter = asyncio.ensure_future(self.stop.wait())
-        task = asyncio.ensure_future(self._with_retries(attempt))
+            self._stop_waiter.add_done_callback(self._on_stop)
+        task = asyncio.current_task()
+        assert task is not None
+        self._requesting.add(task)
         try:
-            await asyncio.wait((task, self._stop_waiter), return_when=asyncio.FIRST_COMPLETED)
-            if not task.done():
-                if self._stop_deadline is None:
-                    self._stop_deadline = time.monotonic() + STOP_GRACE_SECONDS
-                await asyncio.wait((task,), timeout=max(0.0, self._stop_deadline - time.monotonic()))
+            try:
+                return await attempt()  # most requests succeed at once: no retry machinery for them
+            except TransientError as exc:
+                if self._give_up(exc):
+                    raise
+                return await self._with_retries(attempt, [exc])
         except asyncio.CancelledError:
-            task.cancel()  # the run is abandoning its window: the request goes too
+            if task in self._cut and task.uncancel() == 0:  # cut by the grace alone, not abandoned
+                raise _Stop("stopped", "stopped") from None
             raise
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-            raise _Stop("stopped", "stopped")
-        try:
-            return task.result()
         except TransientError as exc:
             if self.stop.is_set():
                 raise _Stop("stopped", "stopped") from None
@@ -670,6 +678,19 @@ class RunShipper:
             raise _Stop("auth", str(exc)) from None
         except ServerError as exc:
             raise _Stop("server", str(exc)) from None
+        finally:
+            self._requesting.discard(task)
+            self._cut.discard(task)
+
+    def _on_stop(self, waiter: asyncio.Future[Any]) -> None:
+        if not waiter.cancelled():
+            self._cut_later = asyncio.get_running_loop().call_later(STOP_GRACE_SECONDS, self._cut_requests)
+
+    def _cut_requests(self) -> None:
+        """The stop's grace is over: cancel every request still in flight or waiting to retry."""
+        for task in list(self._requesting):
+            self._cut.add(task)
+            task.cancel()
 
     async def _execute(self, call: Call, offset: int) -> dict[str, Any]:
         """One call of the line at `offset`: looked up first when it may be in Ara already."""
