@@ -22,6 +22,7 @@ from typing import Any
 
 import aiohttp
 from ara_spool.flusher.config import Config
+from ara_spool.flusher.mapping import wire_json
 
 
 class AraError(Exception):
@@ -116,7 +117,7 @@ class AraClient:
             base_url=cfg.server + "/",
             headers=headers,
             timeout=aiohttp.ClientTimeout(total=cfg.timeout, connect=min(cfg.timeout, 10)),
-            json_serialize=lambda obj: json.dumps(obj, separators=(",", ":"), default=str),
+            json_serialize=wire_json,
             raise_for_status=False,
         )
         self._session = aiohttp.ClientSession(

@@ -71,10 +71,14 @@ def run_label(run_id: str) -> str:
     return f"run_id:{run_id}"
 
 
+# A request body as the client sends it (compact, ASCII-escaped); built once, not per call.
+wire_json = json.JSONEncoder(separators=(",", ":"), default=str).encode
+
+
 def _sent_size(value: Any) -> int:
     # The client sends ASCII-escaped JSON: a non-ASCII or control character can take 6 bytes
     # there, so the UTF-8 size (what the writer measures) may be far below what Ara receives.
-    return len(json.dumps(value, separators=(",", ":"), default=str))
+    return len(wire_json(value))
 
 
 def fit_content(value: Any, limit_bytes: int = MAX_CONTENT_BYTES) -> Any:
@@ -142,11 +146,12 @@ def playbook_body(run_id: str, body: dict[str, Any] | None, started: str | None)
     return out
 
 
-def ensure_playbook(run_id: str, ids: AraIds, body: dict[str, Any] | None, ts: str) -> Plan:
+def ensure_playbook(run_id: str, ids: AraIds, body: dict[str, Any] | None, ts: str) -> Generator[
+        Call, dict[str, Any], str | None]:
     """The run's playbook: found by its run_id label (any earlier flush, flusher or controller)
-    or created with that label."""
+    or created with that label. Returns its status as Ara answered it (None: known already)."""
     if ids.playbook is not None:
-        return
+        return None
     resp = yield Call(
         "POST",
         f"{API}/playbooks",
@@ -156,6 +161,7 @@ def ensure_playbook(run_id: str, ids: AraIds, body: dict[str, Any] | None, ts: s
         lookup_first=True,
     )
     ids.playbook = resp["id"]
+    return resp.get("status")
 
 
 def ensure_play(run_id: str, ids: AraIds, play_uuid: str, name: str | None, ts: str) -> Plan:
@@ -351,9 +357,9 @@ def plan(ev: dict[str, Any], ids: AraIds, hints: Hints | None = None) -> Plan:
     run_id, kind, ts = ev["run"], ev["kind"], ev["ts"]
     if kind == "run_start":
         body = ev["playbook"]
-        yield from ensure_playbook(run_id, ids, body, ts)
-        # Also when the playbook already existed (a re-run with the same id): running again.
-        yield Call("PATCH", f"{API}/playbooks/{ids.playbook}", {"status": "running"})
+        status = yield from ensure_playbook(run_id, ids, body, ts)
+        if status != "running":  # it existed and ended (a re-run with the same id): running again
+            yield Call("PATCH", f"{API}/playbooks/{ids.playbook}", {"status": "running"})
     elif kind == "file":
         yield from ensure_file(run_id, ids, str(ev["file"]["path"]), str(ev["file"]["content"]), ts)
     elif kind == "play_start":

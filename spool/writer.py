@@ -22,9 +22,13 @@ MAX_LINE_BYTES = 8 * 1024 * 1024
 TRUNCATED_HEAD_CHARS = 64 * 1024
 
 
+# One encoder, built once: json.dumps with options builds a JSONEncoder on every call.
+_line_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str).encode
+
+
 def encode(event: dict[str, Any]) -> bytes:
     """One event as one spool line (compact JSON, UTF-8, trailing newline)."""
-    return json.dumps(event, separators=(",", ":"), ensure_ascii=False, default=str).encode("utf-8") + b"\n"
+    return _line_json(event).encode("utf-8") + b"\n"
 
 
 def truncate_content(value: Any, limit_bytes: int) -> Any:

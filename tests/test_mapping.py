@@ -15,8 +15,9 @@ def ev(kind, body, ts="2026-01-01T10:00:00.000000+00:00", run="r1"):
     return schema.validate(e)
 
 
-def drive(event, ids, hints=None, found=None):
-    """Run the plan, answering each call as Ara would (a fresh id per create)."""
+def drive(event, ids, hints=None, found=None, status=None):
+    """Run the plan, answering each call as Ara would (a fresh id per create); `status`: the status
+    every answer carries instead (a row found already there, ended)."""
     counter = itertools.count(100)
     calls: list[Call] = []
     gen = plan(event, ids, hints)
@@ -24,7 +25,7 @@ def drive(event, ids, hints=None, found=None):
         call = next(gen)
         while True:
             calls.append(call)
-            resp = {"id": next(counter), "status": (call.body or {}).get("status", "running")}
+            resp = {"id": next(counter), "status": status or (call.body or {}).get("status", "running")}
             call = gen.send(resp)
     except StopIteration:
         pass
@@ -35,12 +36,22 @@ def test_run_start_looks_up_the_run_label_before_creating():
     ids = AraIds()
     calls = drive(ev("run_start", {"path": "/p.yml", "ansible_version": "2.19", "metadata": {"branch": "main"},
                                    "labels": ["x"]}), ids)
-    create, patch = calls
+    [create] = calls  # created running: no PATCH to say so again (one round trip less per run)
     assert create.method == "POST" and create.path == "/api/v1/playbooks" and create.lookup_first
     assert create.lookup.params["label"] == "run_id:r1"
     assert create.body["labels"] == ["run_id:r1", "x", "branch:main"]
-    assert patch.method == "PATCH" and patch.body == {"status": "running"}
     assert ids.playbook == 100
+
+
+def test_run_start_of_a_run_that_ended_sets_it_running_again():
+    start = ev("run_start", {"path": "/p.yml", "ansible_version": "2.19"})
+    # Its playbook found ended in Ara (a re-run with the same id, by another flusher or controller).
+    ids = AraIds()
+    create, patch = drive(start, ids, status="completed")
+    assert create.path == "/api/v1/playbooks" and create.lookup_first
+    assert (patch.method, patch.path, patch.body) == ("PATCH", "/api/v1/playbooks/100", {"status": "running"})
+    # The same spool's second run_start, its playbook known: running again, whatever it was.
+    assert [(c.method, c.body) for c in drive(start, ids)] == [("PATCH", {"status": "running"})]
 
 
 def test_result_creates_its_prerequisites_once_in_order():
