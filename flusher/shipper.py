@@ -57,6 +57,9 @@ API = "/api/v1"
 RESULTS = f"{API}/results"
 HOSTS = f"{API}/hosts"
 HOST_PATHS = (HOSTS, RESULTS)  # a result's own calls: its host (get-or-create) and itself
+# What a malformed but valid-looking event raises while it is mapped. ArithmeticError: e.g. a
+# duration of 1e400, or one that reaches before year 1.
+MAPPING_ERRORS: tuple[type[Exception], ...] = (KeyError, TypeError, ValueError, ArithmeticError)
 LANED = ("result", "event")  # events that ship in their host's lane when the window is > 1
 
 
@@ -419,12 +422,8 @@ class RunShipper:
                 call = gen.send(response)
         except StopIteration:
             pass
-        except PermanentError as exc:
-            self._quarantine(line, f"Ara refused it: {exc}")
-            return
-        except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
-            # ArithmeticError: e.g. a duration of 1e400 or one that reaches before year 1.
-            self._quarantine(line, f"cannot map event to Ara: {type(exc).__name__}: {exc}")
+        except (PermanentError, *MAPPING_ERRORS) as exc:
+            self._reject(line, exc)
             return
         self._count_shipped(event)
 
@@ -492,10 +491,8 @@ class RunShipper:
                 call = gen.send(response)
         except StopIteration:
             self._count_shipped(event)
-        except PermanentError as exc:
-            self._quarantine(line, f"Ara refused it: {exc}")
-        except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
-            self._quarantine(line, f"cannot map event to Ara: {type(exc).__name__}: {exc}")
+        except (PermanentError, *MAPPING_ERRORS) as exc:
+            self._reject(line, exc)
         self._complete(entry)
 
     async def _dispatch_host_stats(self, entry: _Entry) -> None:
@@ -520,10 +517,8 @@ class RunShipper:
             for res in results:
                 if isinstance(res, BaseException):
                     raise res
-        except PermanentError as exc:
-            self._quarantine(entry.line, f"Ara refused it: {exc}")
-        except (KeyError, TypeError, ValueError, ArithmeticError, AttributeError) as exc:
-            self._quarantine(entry.line, f"cannot map event to Ara: {type(exc).__name__}: {exc}")
+        except (PermanentError, *MAPPING_ERRORS, AttributeError) as exc:  # stats, or a host's counters, not an object
+            self._reject(entry.line, exc)
         else:
             self._count_shipped(event)
         self._complete(entry)
@@ -560,11 +555,8 @@ class RunShipper:
             assert entry.line.event is not None
             self._count_shipped(entry.line.event)
             self._complete(entry)
-        except PermanentError as exc:
-            self._quarantine(entry.line, f"Ara refused it: {exc}")
-            self._complete(entry)
-        except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
-            self._quarantine(entry.line, f"cannot map event to Ara: {type(exc).__name__}: {exc}")
+        except (PermanentError, *MAPPING_ERRORS) as exc:
+            self._reject(entry.line, exc)
             self._complete(entry)
         except _Stop as stop:
             self._halt = self._halt or stop
@@ -596,6 +588,13 @@ class RunShipper:
             st.offset = done.line.end
             self._since_ckpt += 1
         self._checkpoint()
+
+    def _reject(self, line: Line, exc: Exception) -> None:
+        """A line Ara refused (PermanentError) or that cannot be mapped: quarantined, the run goes on."""
+        if isinstance(exc, PermanentError):
+            self._quarantine(line, f"Ara refused it: {exc}")
+        else:
+            self._quarantine(line, f"cannot map event to Ara: {type(exc).__name__}: {exc}")
 
     def _quarantine(self, line: Line, reason: str) -> None:
         st = self.state
