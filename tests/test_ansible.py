@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 from ara_spool.spool import schema
@@ -16,6 +17,8 @@ from ara_spool.spool.state import load
 
 from tests.ansible_run import BIN, PLAYBOOKS, ansible_env, playbook_cmd, run_playbook, wait_for_task_start
 from tests.conftest import ROOT
+
+PLUGINS = Path(__file__).resolve().parent / "plugins"  # test-only Ansible plugins
 
 
 @pytest.fixture
@@ -174,6 +177,29 @@ def test_an_ignored_interrupt_leaves_the_run_going(env, ara, spool_dir):
     pb, _, _, rows = results_view(ara, run_id)
     assert pb["status"] == ("completed" if went_on else "expired"), out
     assert load(RunPaths.of(spool_dir, run_id)).final_status == pb["status"]
+
+
+@pytest.mark.ansible_matrix
+def test_an_interrupt_the_play_survives_leaves_the_run_going(env, ara, spool_dir, tmp_path):
+    """SIGINT reaches a handler before ara-spool's that does not stop the play (here a test callback;
+    in CI, ansible-core's KeyboardInterrupt that Python dropped during a fork). The play completes,
+    and so does its run in Ara: an interrupt alone does not end a run, the play's end does."""
+    run_id = rid()
+    note = tmp_path / "sigint-note"
+    env = dict(env, ANSIBLE_CALLBACK_PLUGINS=f"{env['ANSIBLE_CALLBACK_PLUGINS']}:{PLUGINS / 'callback'}",
+               ANSIBLE_CALLBACKS_ENABLED="swallow_sigint", SWALLOW_SIGINT_NOTE=str(note))
+    proc = subprocess.Popen(playbook_cmd("slow_steps.yml", "-e", "ara_enabled=true", "-e", f"ara_run_id={run_id}"),
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    wait_for_task_start(spool_dir / f"{run_id}.jsonl")
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert note.read_text() == "2\n", out  # ara-spool's handler passed the signal on, once
+    assert proc.returncode == 0, out
+    pb, _, _, rows = results_view(ara, run_id)
+    assert pb["status"] == "completed", out
+    assert load(RunPaths.of(spool_dir, run_id)).final_status == "completed"
+    assert len(rows) == 8  # slow_steps.yml: 8 steps on one host, each recorded once
 
 
 def _recap(stdout: str) -> dict[str, dict[str, int]]:

@@ -530,6 +530,12 @@ class CallbackModule(CallbackBase):
         if self.appending:  # never re-enter the writer's lock: finish that line first
             self.deferred_signal = sig
             return None
+        if sig == signal.SIGINT and callable(self.previous_handlers.get(sig)):
+            # Python's handler and ansible-core's raise KeyboardInterrupt: if the play stops, the
+            # run ends as the interpreter exits (_at_exit). Ended here, a play that went on anyway
+            # was recorded expired while it completed: Python drops an exception a handler raises
+            # while the main thread runs an at-fork hook ("Exception ignored in _releaseLock").
+            return self._chain(sig, frame)
         self._end_task()
         self._finish("expired")
         return self._chain(sig, frame)
