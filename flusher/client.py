@@ -90,7 +90,7 @@ class AraClient:
         self._close_each = False
         self._closing_session: aiohttp.ClientSession | None = None
         self._session_args: dict[str, Any] = {}
-        self._display = config.display_server
+        self._display = config.display_server  # the URL for messages, credentials redacted (once: it parses)
         self._ssl: ssl.SSLContext | bool = True
         self._inflight: asyncio.Semaphore | None = None  # the bound across runs (max_inflight)
         self._checked_server = False  # the API root answered as Ara's, once per process
@@ -144,7 +144,7 @@ class AraClient:
         """One request; the decoded JSON object on 2xx, else one of the errors above."""
         session = self._current()
         self.requests += 1
-        where = f"{method} {self._display}{path}"  # for errors: display_server redacts on each call
+        where = f"{method} {self._display}{path}"
         assert self._inflight is not None
         try:
             async with self._inflight, session.request(method, path.lstrip("/"), json=body, params=params,
@@ -172,7 +172,7 @@ class AraClient:
                 data = None
             if not isinstance(data, dict):
                 raise ServerError(f"{where}: HTTP {status} with a body that is not Ara's JSON: is "
-                                  f"{self.config.display_server} Ara's API server?", ambiguous=method != "GET")
+                                  f"{self._display} Ara's API server?", ambiguous=method != "GET")
             return data
         text = raw.decode("utf-8", errors="replace")
         summary = _summary(text)
@@ -198,7 +198,7 @@ class AraClient:
         data = await self.request("GET", "/api/v1/")
         missing = [name for name in ARA_ENDPOINTS if name not in data]
         if missing:
-            raise ServerError(f"{self.config.display_server}/api/v1/ does not list Ara's endpoints "
+            raise ServerError(f"{self._display}/api/v1/ does not list Ara's endpoints "
                               f"({', '.join(missing)} missing): is this Ara's API server?")
         self._checked_server = True
 

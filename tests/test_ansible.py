@@ -159,6 +159,18 @@ def test_interrupt_records_what_happened_and_expires_the_run(env, ara, spool_dir
     assert load(RunPaths.of(spool_dir, run_id)).final_status == "expired"
 
 
+def _interrupt_slow_steps(env: dict[str, str], spool_dir: Path, run_id: str, sigint_at_start) -> tuple[int, str]:
+    """Run slow_steps.yml (started with SIGINT set to `sigint_at_start`), send it SIGINT once its
+    first task has started: (its exit code, its output)."""
+    proc = subprocess.Popen(playbook_cmd("slow_steps.yml", "-e", "ara_enabled=true", "-e", f"ara_run_id={run_id}"),
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, sigint_at_start))
+    wait_for_task_start(spool_dir / f"{run_id}.jsonl")
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    return proc.returncode, out
+
+
 @pytest.mark.ansible_matrix
 def test_an_ignored_interrupt_leaves_the_run_going(env, ara, spool_dir):
     """ansible-playbook started with SIGINT ignored (a background job of a shell without job
@@ -166,13 +178,8 @@ def test_an_ignored_interrupt_leaves_the_run_going(env, ara, spool_dir):
     handler and stops. Either way the recording says what the play did: the callback once took an
     ignored signal over and marked the run expired while the play went on to complete."""
     run_id = rid()
-    proc = subprocess.Popen(playbook_cmd("slow_steps.yml", "-e", "ara_enabled=true", "-e", f"ara_run_id={run_id}"),
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
-    wait_for_task_start(spool_dir / f"{run_id}.jsonl")
-    proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=120)
-    went_on = proc.returncode == 0
+    rc, out = _interrupt_slow_steps(env, spool_dir, run_id, signal.SIG_IGN)
+    went_on = rc == 0
     assert went_on or "User interrupted execution" in out, out
     pb, _, _, rows = results_view(ara, run_id)
     assert pb["status"] == ("completed" if went_on else "expired"), out
@@ -188,14 +195,9 @@ def test_an_interrupt_the_play_survives_leaves_the_run_going(env, ara, spool_dir
     note = tmp_path / "sigint-note"
     env = dict(env, ANSIBLE_CALLBACK_PLUGINS=f"{env['ANSIBLE_CALLBACK_PLUGINS']}:{PLUGINS / 'callback'}",
                ANSIBLE_CALLBACKS_ENABLED="swallow_sigint", SWALLOW_SIGINT_NOTE=str(note))
-    proc = subprocess.Popen(playbook_cmd("slow_steps.yml", "-e", "ara_enabled=true", "-e", f"ara_run_id={run_id}"),
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    wait_for_task_start(spool_dir / f"{run_id}.jsonl")
-    proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=120)
+    rc, out = _interrupt_slow_steps(env, spool_dir, run_id, signal.SIG_DFL)
     assert note.read_text() == "2\n", out  # ara-spool's handler passed the signal on, once
-    assert proc.returncode == 0, out
+    assert rc == 0, out
     pb, _, _, rows = results_view(ara, run_id)
     assert pb["status"] == "completed", out
     assert load(RunPaths.of(spool_dir, run_id)).final_status == "completed"
