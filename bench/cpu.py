@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -37,8 +38,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -61,8 +62,11 @@ from common import (  # noqa: E402
     wait_http,
 )
 
-SMALL, LARGE = (10, 40), (10, 200)
+# Two run sizes per client (hosts, tasks): their difference cancels the process start.
+CPU_SIZES = ((10, 40), (10, 200))
+IR_SIZES = ((10, 20), (10, 60))  # valgrind runs ~50x slower
 WINDOW = 16
+Measure = Callable[[list[str], "dict[str, str] | None"], float]
 
 
 def child_cpu(cmd: list[str], env: dict[str, str] | None = None) -> float:
@@ -75,28 +79,40 @@ def child_cpu(cmd: list[str], env: dict[str, str] | None = None) -> float:
     return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def flusher_run(url: str, work: Path, hosts: int, tasks: int) -> tuple[float, int]:
-    spool = work / f"spool-{uuid.uuid4().hex[:8]}"
-    run_id = f"cpu-{uuid.uuid4().hex[:8]}"
-    build_run(spool, run_id, hosts, tasks)
-    cpu = child_cpu([str(BIN / "ara-spool"), "flush", "--quiet", "--window", str(WINDOW), "--run", run_id],
-                    flusher_env(url, spool))
-    return cpu, read_state(spool, run_id)["requests"]
-
-
-def bare_run(url: str, hosts: int, tasks: int) -> tuple[float, int]:
-    cpu = child_cpu([sys.executable, __file__, "--bare", url, str(hosts), str(tasks)])
-    return cpu, 4 + hosts + hosts * tasks  # playbook, play, file, task, the hosts, the results
-
-
-def instructions(cmd: list[str], env: dict[str, str] | None = None) -> int:
+def instructions(cmd: list[str], env: dict[str, str] | None = None) -> float:
     """Instructions one child process executes (valgrind callgrind's Ir), run to its end."""
     proc = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *cmd], env=env,
                           capture_output=True, text=True, timeout=3600)
     found = re.search(r"Collected : (\d+)", proc.stderr)
     if proc.returncode != 0 or found is None:
         raise SystemExit(f"{cmd[:3]} under valgrind failed: {proc.stderr[-2000:]}")
-    return int(found.group(1))
+    return float(found.group(1))
+
+
+def flusher_run(measure: Measure, url: str, work: Path, hosts: int, tasks: int) -> tuple[float, int]:
+    """(cost, HTTP requests) of `ara-spool flush` shipping a fresh hosts x tasks run."""
+    spool = work / f"spool-{uuid.uuid4().hex[:8]}"
+    run_id = f"cpu-{uuid.uuid4().hex[:8]}"
+    build_run(spool, run_id, hosts, tasks)
+    cost = measure([str(BIN / "python"), "-m", "ara_spool.flusher", "flush", "--quiet", "--timeout", "0",
+                    "--window", str(WINDOW), "--run", run_id], flusher_env(url, spool))
+    return cost, read_state(spool, run_id)["requests"]
+
+
+def bare_run(measure: Measure, url: str, work: Path, hosts: int, tasks: int) -> tuple[float, int]:
+    """(cost, HTTP requests) of the bare loop POSTing the same results."""
+    cost = measure([sys.executable, __file__, "--bare", url, str(hosts), str(tasks)], None)
+    return cost, 4 + hosts + hosts * tasks  # playbook, play, file, task, the hosts, the results
+
+
+CLIENTS = (("ara-spool flush", flusher_run), ("bare loop", bare_run))
+
+
+def per_request(run: Callable[..., tuple[float, int]], measure: Measure, url: str, work: Path,
+                sizes: tuple[tuple[int, int], tuple[int, int]]) -> float:
+    """The cost per request of the larger run less the smaller one."""
+    (small, small_n), (large, large_n) = (run(measure, url, work, *size) for size in sizes)
+    return (large - small) / (large_n - small_n)
 
 
 def bench_instructions(rounds: int) -> None:
@@ -108,19 +124,8 @@ def bench_instructions(rounds: int) -> None:
     try:
         with tempdir("ara-spool-cpu-") as work:
             for r in range(rounds):
-                counts: dict[str, dict[int, tuple[int, int]]] = {"ara-spool flush": {}, "bare loop": {}}
-                for tasks in (20, 60):
-                    spool = work / f"spool-{uuid.uuid4().hex[:8]}"
-                    run_id = f"cpu-{uuid.uuid4().hex[:8]}"
-                    build_run(spool, run_id, 10, tasks)
-                    ir = instructions([str(BIN / "python"), "-m", "ara_spool.flusher", "flush", "--quiet",
-                                       "--timeout", "0", "--window", str(WINDOW), "--run", run_id],
-                                      flusher_env(url, spool))
-                    counts["ara-spool flush"][tasks] = (ir, read_state(spool, run_id)["requests"])
-                    ir = instructions([sys.executable, __file__, "--bare", url, "10", str(tasks)])
-                    counts["bare loop"][tasks] = (ir, 4 + 10 + 10 * tasks)
-                for client, c in counts.items():
-                    k = (c[60][0] - c[20][0]) / (c[60][1] - c[20][1]) / 1000
+                for client, run in CLIENTS:
+                    k = per_request(run, instructions, url, work, IR_SIZES) / 1000
                     got.setdefault(client, []).append(k)
                     print(f"round {r + 1}: {client} {k:.0f} k instructions/request", flush=True)
     finally:
@@ -130,13 +135,6 @@ def bench_instructions(rounds: int) -> None:
                 [["ara-spool flush", f"{flusher:.0f}"], ["bare aiohttp loop", f"{bare:.0f}"],
                  ["ratio", f"{flusher / bare:.2f}"]]))
     save_results("cpu-instructions", {"rounds": got, "window": WINDOW})
-
-
-def per_request(client: Any, *args: Any) -> float:
-    """ms of CPU per request: the large run less the small one."""
-    small_cpu, small_n = client(*args, *SMALL)
-    large_cpu, large_n = client(*args, *LARGE)
-    return 1000 * (large_cpu - small_cpu) / (large_n - small_n)
 
 
 def wake_cost(gaps_ms: tuple[float, ...] = (0, 1, 5, 20), units: int = 200) -> dict[float, float]:
@@ -190,34 +188,28 @@ def main() -> None:
     rounds = 1 if args.quick else args.rounds
     servers = ["fake, at once", f"fake, after {args.delay:.0f} ms"] + ([] if args.quick else ["real Ara"])
     got: dict[tuple[str, str], list[float]] = {}
-    with tempdir("ara-spool-cpu-") as work:
-        env = {"GUNICORN_CMD_ARGS": "--worker-class gthread --threads 4 --keep-alive 5"}
-        ara_ctx = ara_server(work / "ara", workers=4, env=env) if not args.quick else None
-        ara = ara_ctx.__enter__() if ara_ctx else None
+    cores = sorted(os.sched_getaffinity(0))  # before pin_apart moves this process to the last one
+    with tempdir("ara-spool-cpu-") as work, contextlib.ExitStack() as stack:
+        ara = None
+        if not args.quick:
+            env = {"GUNICORN_CMD_ARGS": "--worker-class gthread --threads 4 --keep-alive 5"}
+            ara = stack.enter_context(ara_server(work / "ara", workers=4, env=env))
+            assert ara.proc is not None
+            pin_apart(ara.proc.pid)  # Ara on the first core, this process and its children on the second
         fakes = [start_fake(0), start_fake(args.delay)]
-        try:
-            cores = sorted(os.sched_getaffinity(0))
-            if ara is not None:
-                assert ara.proc is not None
-                pin_apart(ara.proc.pid)  # Ara on the first core, this process and its children on the second
-            for proc, _ in fakes:
-                os.sched_setaffinity(proc.pid, {cores[0]})
-            os.sched_setaffinity(0, {cores[1]})
-            urls = [url for _, url in fakes] + ([ara.url] if ara is not None else [])
-            flusher_run(urls[0], work, 2, 2)  # warm up: the page cache, the fakes
-            for r in range(rounds):
-                for name, url in zip(servers, urls, strict=True):
-                    clients = (("ara-spool flush", flusher_run, (url, work)), ("bare loop", bare_run, (url,)))
-                    for client, fn, fargs in clients:
-                        ms = per_request(fn, *fargs)
-                        got.setdefault((name, client), []).append(ms)
-                        print(f"round {r + 1} {name}: {client} {ms:.2f} ms/request (load {load_str()})", flush=True)
-            wake = wake_cost()
-        finally:
-            for proc, _ in fakes:
-                kill_group(proc)
-            if ara_ctx is not None:
-                ara_ctx.__exit__(None, None, None)
+        for proc, _ in fakes:
+            stack.callback(kill_group, proc)
+            os.sched_setaffinity(proc.pid, {cores[0]})
+        os.sched_setaffinity(0, {cores[1]})
+        urls = [url for _, url in fakes] + ([ara.url] if ara is not None else [])
+        flusher_run(child_cpu, urls[0], work, 2, 2)  # warm up: the page cache, the fakes
+        for r in range(rounds):
+            for name, url in zip(servers, urls, strict=True):
+                for client, run in CLIENTS:
+                    ms = 1000 * per_request(run, child_cpu, url, work, CPU_SIZES)
+                    got.setdefault((name, client), []).append(ms)
+                    print(f"round {r + 1} {name}: {client} {ms:.2f} ms/request (load {load_str()})", flush=True)
+        wake = wake_cost()
     rows = []
     for name in servers:
         flusher, bare = median(got[(name, "ara-spool flush")]), median(got[(name, "bare loop")])
