@@ -48,6 +48,8 @@ COMMAND_EXITS: dict[str, dict[int, str | None]] = {
               EXIT_SERVER: None},
     "requeue": {EXIT_OK: "quarantined events are back in line (or there were none)", EXIT_ERROR: None,
                 EXIT_USAGE: None, EXIT_BUSY: "a flusher is shipping the run: try again"},
+    "import": {EXIT_OK: "imported and everything is in Ara", EXIT_ERROR: None, EXIT_USAGE: None,
+               EXIT_UNREACHABLE: None, EXIT_AUTH: None, EXIT_QUARANTINED: None, EXIT_BUSY: None, EXIT_SERVER: None},
     "prune": {EXIT_OK: "done", EXIT_ERROR: "a run could not be retired", EXIT_USAGE: None},
     "status": {EXIT_OK: "the table (or JSON) was printed", EXIT_ERROR: None, EXIT_USAGE: None},
     "env": {EXIT_OK: "the export lines were printed"},
@@ -123,6 +125,33 @@ def cmd_emit(args: argparse.Namespace) -> int:
     cfg_dir = Path(args.spool_dir) if args.spool_dir else None
     writer.append(run_id, "event", body, spool_dir=cfg_dir)
     return EXIT_OK
+
+
+# -- import ----------------------------------------------------------------------------------
+def cmd_import(args: argparse.Namespace) -> int:
+    from ara_spool.flusher import importer
+
+    cfg = _config(args)
+    try:
+        imports = importer.imports_for([Path(p) for p in args.paths], cfg.spool_dir)
+    except (importer.NotImportable, UnsafeRunId) as exc:
+        return _fail(str(exc), EXIT_USAGE)
+
+    def report(imp: Any, written: int) -> None:
+        if not args.quiet and (written or imp.done):
+            state = "ended" if imp.done else "still running"
+            print(f"ara-spool: run {imp.run_id}: {written} new event(s) spooled ({state})", file=sys.stderr)
+
+    try:
+        outcomes = importer.import_and_ship(cfg, imports, follow=args.follow, ship=not args.no_ship,
+                                            poll=args.poll, timeout=args.timeout or None, report=report)
+    except importer.NotImportable as exc:
+        return _fail(str(exc))
+    code = _exit_code(outcomes)
+    for o in outcomes:
+        if o.status not in ("done",) or o.quarantined:
+            print(f"ara-spool: run {o.run_id}: {o.message or o.status}", file=sys.stderr)
+    return code
 
 
 # -- flush ------------------------------------------------------------------------------------
@@ -413,6 +442,22 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     common(f)
     f.set_defaults(func=cmd_flush)
+
+    im = sub.add_parser("import", help="import runs recorded elsewhere into the spool, then ship them")
+    imsub = im.add_subparsers(dest="source", required=True, metavar="SOURCE")
+    ir = imsub.add_parser("runner", help="ansible-runner / AWX / ansible-navigator artifact dirs "
+                          "(artifacts/<ident>, or a private data dir holding many)")
+    ir.add_argument("paths", nargs="+", metavar="PATH", help="an artifacts/<ident> dir or a private data dir")
+    ir.add_argument("--follow", action="store_true",
+                    help="follow runs still being written until their status file says they ended")
+    ir.add_argument("--poll", type=float, default=1.0, help="seconds between looks with --follow (default 1)")
+    ir.add_argument("--timeout", type=float, default=60.0,
+                    help="give up shipping a run after this many seconds without progress (default 60)")
+    ir.add_argument("--no-ship", action="store_true", help="only spool; a flusher ships later")
+    ir.add_argument("--window", type=int, help="requests in flight per run (default $ARA_SPOOL_WINDOW or 16)")
+    ir.add_argument("-q", "--quiet", action="store_true", help="no per-run lines")
+    common(ir)
+    ir.set_defaults(func=cmd_import)
 
     s = sub.add_parser("status", help="per run: pending, shipped, quarantined, last error, Ara link")
     s.add_argument("--run", action="append", help="only this run (repeatable)")
