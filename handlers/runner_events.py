@@ -204,7 +204,8 @@ class Translator:
     def _content(self, res: Any, action: str, host: str) -> dict[str, Any]:
         if not self.info.record_content:
             return {}
-        data = res if isinstance(res, dict) else {"result": res}
+        # A skip has no res in the job events: recorded empty.
+        data = res if isinstance(res, dict) else ({} if res is None else {"result": res})
         if data.get("_ansible_no_log"):
             data = nolog.censor(data)
         data = nolog.strip_internal(data)
