@@ -25,7 +25,9 @@ from ara_spool.handlers import parity, runner_events
 from ara_spool.spool import schema, writer
 from ara_spool.spool.paths import RunPaths, check_run_id, ensure_spool_dir
 
-EVENT_FILE = re.compile(r"^(\d+)-[^/]*\.json$")
+# <counter>-<uuid>.json; ansible-runner writes each first as <uuid>-partial.json, whose uuid may
+# start with digits: never a counter.
+EVENT_FILE = re.compile(r"^(\d+)-[0-9A-Fa-f-]+\.json$")
 MAX_FILE_BYTES = 1024 * 1024  # as the callback: larger task files are recorded as a note
 BATCH_BYTES = 1024 * 1024  # lines written per write(2)
 TAIL_CHUNK = 64 * 1024
@@ -70,7 +72,7 @@ def event_files(artifact_dir: Path, start: int = 1) -> dict[int, Path]:
     with entries:
         for entry in entries:
             m = EVENT_FILE.match(entry.name)
-            if m and int(m.group(1)) >= start:
+            if m and not entry.name.endswith("-partial.json") and int(m.group(1)) >= start:
                 out[int(m.group(1))] = Path(entry.path)
     return out
 

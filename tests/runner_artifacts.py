@@ -36,8 +36,9 @@ def run_runner(pdd: Path, playbook: str, ident: str, env: dict[str, str], timeou
 
 
 def load_events(artifact: Path) -> list[dict]:
-    events = [json.loads(p.read_text()) for p in (artifact / "job_events").glob("*.json")]
-    return sorted(events, key=lambda e: e["counter"])
+    from ara_spool.flusher.importer import event_files
+
+    return [json.loads(path.read_text()) for _, path in sorted(event_files(artifact).items())]
 
 
 def enlarge(src: Path, dst: Path, blocks: int, task: str = "hello") -> int:

@@ -14,6 +14,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -236,3 +237,160 @@ def test_import_again_creates_nothing(recorded):
     assert len(api.all("results", playbook=pb["id"])) == len(recorded["import"]["results"])
     assert len(api.all("tasks", playbook=pb["id"])) == len(recorded["import"]["tasks"])
     assert pb["status"] == "failed"
+
+
+def _spool_env(env: dict[str, str], tmp: Path, name: str = "spool") -> dict[str, str]:
+    (tmp / name).mkdir(mode=0o700)
+    return dict(env, ARA_SPOOL_DIR=str(tmp / name))
+
+
+def _results_in_ara(api: AraAPI, ident: str) -> list[tuple[str, str, str]]:
+    pb = api.playbook_for(ident)
+    tasks = {t["id"]: t["name"] for t in api.all("tasks", playbook=pb["id"])}
+    hosts = {h["id"]: h["name"] for h in api.all("hosts", playbook=pb["id"])}
+    return [(tasks[r["task"]], hosts[r["host"]], r["status"]) for r in api.all("results", playbook=pb["id"])]
+
+
+def _ara_status(event: dict) -> str:
+    """The status Ara shows for a result event (it says changed for a changed ok)."""
+    status = runner_events.RESULT_EVENTS[event["event"]]
+    if status == "ok" and (event["event_data"].get("res") or {}).get("changed"):
+        return "changed"
+    return status
+
+
+def _results_in_events(artifact: Path) -> list[tuple[str, str, str]]:
+    return [(e["event_data"]["task"], e["event_data"]["host"], _ara_status(e))
+            for e in load_events(artifact) if e["event"] in runner_events.RESULT_EVENTS]
+
+
+def test_sigkill_during_a_large_import_is_exact(recorded, tmp_path, ara):
+    """10 SIGKILLs of the importer at random points (the first 4 while it writes the spool, the rest
+    mostly while it ships), then one import to the end: the spool is byte for byte the spool of one
+    clean import, and Ara holds each result once."""
+    ident = "runner-big-kill"
+    big = tmp_path / "pdd" / "artifacts" / ident
+    results = enlarge(recorded["artifact"], big, blocks=400)
+    assert results == 1200
+    env = _spool_env(recorded["env"], tmp_path)
+    rng = random.Random(24)
+    kills = 0
+    for i in range(10):
+        args = ["--no-ship"] if i < 4 else []
+        proc = subprocess.Popen([str(BIN / "ara-spool"), "import", "runner", str(big), *args], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.3, 0.9) if i < 4 else rng.uniform(0.5, 2.5))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait(timeout=60)
+    last = _import(env, big)
+    assert last.returncode == 0, last.stderr
+    assert kills >= 5, f"only {kills} of 10 imports were still running when killed"
+    clean_env = _spool_env(recorded["env"], tmp_path, "clean")
+    assert _import(clean_env, big, args=("--no-ship",)).returncode == 0
+    spool = (tmp_path / "spool" / f"{ident}.jsonl").read_bytes()
+    assert spool == (tmp_path / "clean" / f"{ident}.jsonl").read_bytes()
+    in_ara = _results_in_ara(ara, ident)
+    assert len(in_ara) == len(set(in_ara)) == results
+    assert sorted(in_ara) == sorted(_results_in_events(big))
+    pb = ara.playbook_for(ident)
+    assert pb["status"] == "completed" and len(ara.playbooks_for(ident)) == 1
+    # A torn last line (a kill in the middle of a write) is cut, and what it held is written again.
+    torn = tmp_path / "clean" / f"{ident}.jsonl"
+    torn.write_bytes(spool[:-37])
+    assert _import(clean_env, big, args=("--no-ship",)).returncode == 0
+    assert torn.read_bytes() == spool
+
+
+def _start_runner(pdd: Path, ident: str, env: dict[str, str]) -> subprocess.Popen:
+    proc = subprocess.Popen(runner_cmd(pdd, "slow.yml", ident), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    events = pdd / "artifacts" / ident / "job_events"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (events.is_dir() and event_files(events.parent)):
+        time.sleep(0.05)
+    return proc
+
+
+def test_follow_a_run_being_written_then_a_killed_run_ends_expired(recorded, tmp_path, ara):
+    pdd = private_data_dir(tmp_path / "pdd", "slow.yml")
+    env = _spool_env(recorded["env"], tmp_path)
+    runner = _start_runner(pdd, "runner-followed", env)
+    follower = subprocess.Popen([str(BIN / "ara-spool"), "import", "runner", "--follow", "--poll", "0.2",
+                                 str(pdd / "artifacts" / "runner-followed")],
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert runner.wait(timeout=120) == 0
+    out, err = follower.communicate(timeout=120)
+    assert follower.returncode == 0, err
+    assert "(still running)" in err and err.rstrip().endswith("(ended)"), err
+    artifact = pdd / "artifacts" / "runner-followed"
+    in_ara = _results_in_ara(ara, "runner-followed")
+    assert sorted(in_ara) == sorted(_results_in_events(artifact)) and len(in_ara) == 18
+    assert ara.playbook_for("runner-followed")["status"] == "completed"
+
+    # Killed mid-play: ansible-runner cancels the run on SIGTERM; there are no stats.
+    runner = _start_runner(pdd, "runner-killed", env)
+    artifact = pdd / "artifacts" / "runner-killed"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not _results_in_events(artifact):
+        time.sleep(0.05)
+    os.killpg(runner.pid, signal.SIGTERM)
+    runner.wait(timeout=60)
+    status = (artifact / "status").read_text()
+    assert status in runner_events.ENDED_STATUSES, status
+    assert not any(e["event"] == "playbook_on_stats" for e in load_events(artifact))
+    done = _import(env, artifact)
+    assert done.returncode == 0, done.stderr
+    pb = ara.playbook_for("runner-killed")
+    assert pb["status"] == "expired"
+    assert sorted(_results_in_ara(ara, "runner-killed")) == sorted(_results_in_events(artifact))
+
+
+def test_masking_task_files_and_fact_cache(recorded, tmp_path):
+    """ARA_IGNORED_FACTS masks as the callback does; a run from a container (AWX: /runner/project/...)
+    gets its task files from this private data dir's project/, and says so plainly when it is not
+    here; a gather_facts result ansible-runner dropped (over its size limit) takes fact_cache/."""
+    ident = "runner-moved"
+    pdd = tmp_path / "pdd"
+    artifact = pdd / "artifacts" / ident
+    shutil.copytree(recorded["artifact"], artifact)
+    project = str(recorded["pdd"] / "project")
+    for path in (artifact / "job_events").glob("*.json"):
+        event = json.loads(path.read_text())
+        data = event["event_data"]
+        if "task_path" in data:
+            data["task_path"] = data["task_path"].replace(project, "/runner/project")
+        if data.get("host") == "web1" and data.get("task_action") == "gather_facts" and "res" in data:
+            data["res"] = {}
+        path.write_text(json.dumps(event))
+    command = json.loads((artifact / "command").read_text())
+    (artifact / "command").write_text(json.dumps({**command, "cwd": "/runner/project"}))
+    env = _spool_env(recorded["env"], tmp_path)
+    env["ARA_IGNORED_FACTS"] = "ansible_python,ansible_hostname"
+
+    def spooled() -> list[dict]:
+        assert _import(env, artifact, args=("--no-ship",)).returncode == 0
+        lines = (tmp_path / "spool" / f"{ident}.jsonl").read_bytes().splitlines()
+        return [json.loads(line) for line in lines]
+
+    files = {e["file"]["path"]: e["file"]["content"] for e in spooled() if e["kind"] == "file"}
+    assert files == {"/runner/project/site.yml": runner_events.missing_file_note("/runner/project/site.yml")}
+    (tmp_path / "spool" / f"{ident}.jsonl").unlink()
+    (pdd / "project").mkdir()
+    shutil.copy(recorded["pdd"] / "project" / "site.yml", pdd / "project" / "site.yml")
+    events = spooled()
+    files = {e["file"]["path"]: e["file"]["content"] for e in events if e["kind"] == "file"}
+    assert files == {"/runner/project/site.yml": (pdd / "project" / "site.yml").read_text()}
+    gathered = {e["result"]["host"]: e["result"]["content"] for e in events
+                if e["kind"] == "result" and e["result"]["action"] == "gather_facts" and e["result"]["status"] == "ok"}
+    assert gathered["web1"]["ara_spool_note"] == runner_events.FACTS_NOTE
+    for host, content in gathered.items():
+        facts = content["ansible_facts"]
+        assert facts["ansible_python"] == facts["ansible_hostname"] == parity.IGNORED_FACT, host
+    # The fact cache holds ansible_env (the events do not): masked by the default ignored_facts too.
+    env.pop("ARA_IGNORED_FACTS")
+    (tmp_path / "spool" / f"{ident}.jsonl").unlink()
+    web1 = next(e["result"]["content"] for e in spooled() if e["kind"] == "result"
+                and e["result"]["host"] == "web1" and e["result"]["action"] == "gather_facts")
+    assert web1["ansible_facts"]["ansible_env"] == parity.IGNORED_FACT
