@@ -63,6 +63,8 @@ COMMAND_ENV: dict[str, list[str]] = {
               "ARA_SPOOL_MAX_BACKOFF", "ARA_SPOOL_RETENTION_DAYS",
               "ARA_SPOOL_RETENTION_ACTION", "ARA_SPOOL_MAX_BYTES", "ARA_SPOOL_FULL_POLICY",
               "NOTIFY_SOCKET, WATCHDOG_USEC (systemd, with --follow)"],
+    "import": ["ARA_IGNORED_FACTS (default ansible_env), ARA_IGNORED_FILES, ARA_DEFAULT_LABELS (ara_default's names)",
+               "ARA_SPOOL_WINDOW"],
     "prune": ["ARA_SPOOL_RETENTION_DAYS", "ARA_SPOOL_RETENTION_ACTION"],
 }
 SPOOL_ENV = ["ARA_SPOOL_DIR (else $XDG_STATE_HOME/ara-spool or ~/.local/state/ara-spool)", "ARA_SPOOL_GROUP_SHARED"]
@@ -443,10 +445,10 @@ def build_parser() -> argparse.ArgumentParser:
     common(f)
     f.set_defaults(func=cmd_flush)
 
-    im = sub.add_parser("import", help="import runs recorded elsewhere into the spool, then ship them")
-    imsub = im.add_subparsers(dest="source", required=True, metavar="SOURCE")
-    ir = imsub.add_parser("runner", help="ansible-runner / AWX / ansible-navigator artifact dirs "
-                          "(artifacts/<ident>, or a private data dir holding many)")
+    ir = sub.add_parser("import", help="import runs recorded elsewhere (ansible-runner, AWX, ansible-navigator "
+                        "artifact dirs) into the spool, then ship them")
+    ir.add_argument("source", choices=["runner"], help="runner: ansible-runner artifacts/<ident> dirs, or "
+                    "private data dirs holding many")
     ir.add_argument("paths", nargs="+", metavar="PATH", help="an artifacts/<ident> dir or a private data dir")
     ir.add_argument("--follow", action="store_true",
                     help="follow runs still being written until their status file says they ended")

@@ -46,8 +46,7 @@ GAPS = {
     "playbook.labels": "`run_id:<ident>` and `source:ansible-runner` (plus ARA_DEFAULT_LABELS); no "
                        "`check:`/`tags:` argument labels",
     "tasks.tags": "not in the job events: empty",
-    "plays.serial": "a `serial` play is one play (as ara-spool's callback records it), where ara_default "
-                    "records one play per batch",
+    "plays.serial": "a `serial` play is one play, where ara_default records one play per batch",
     "results.no_log": "ansible-runner keeps only `censored` of a no_log result: its `changed` is lost, so the "
                       "result is `ok`, not `changed`",
     "results.skipped": "a skipped result's content is empty: ansible-runner sends no result for a skip",
@@ -218,6 +217,8 @@ def test_secret_and_masking(recorded):
     # The playbook holds the command in clear (its file is recorded, as by ara_default); no result does.
     lines = [json.loads(line) for line in recorded["spool"].read_bytes().splitlines()]
     whole = json.dumps([e for e in lines if e["kind"] != "file"]) + json.dumps(recorded["import"]["results"])
+    assert "AWX_ISOLATED_DATA_DIR" in (recorded["artifact"] / "command").read_text()
+    assert "AWX_ISOLATED_DATA_DIR" not in recorded["spool"].read_text()  # the command's environment
     assert "hunter2-runner" not in whole and "hunter2-runner" in (recorded["pdd"] / "project/site.yml").read_text()
     facts = [e["result"]["content"]["ansible_facts"] for e in lines
              if e["kind"] == "result" and e["result"]["action"] == "gather_facts" and e["result"]["status"] == "ok"]
@@ -390,7 +391,19 @@ def test_masking_task_files_and_fact_cache(recorded, tmp_path):
         assert facts["ansible_python"] == facts["ansible_hostname"] == parity.IGNORED_FACT, host
     # The fact cache holds ansible_env (the events do not): masked by the default ignored_facts too.
     env.pop("ARA_IGNORED_FACTS")
+    env.update(ARA_IGNORED_FILES="site.yml", ARA_DEFAULT_LABELS="team:ops,awx")
     (tmp_path / "spool" / f"{ident}.jsonl").unlink()
-    web1 = next(e["result"]["content"] for e in spooled() if e["kind"] == "result"
+    events = spooled()
+    web1 = next(e["result"]["content"] for e in events if e["kind"] == "result"
                 and e["result"]["host"] == "web1" and e["result"]["action"] == "gather_facts")
     assert web1["ansible_facts"]["ansible_env"] == parity.IGNORED_FACT
+    assert [e["file"]["content"] for e in events if e["kind"] == "file"] == [parity.IGNORED_FILE]
+    [start] = [e["playbook"] for e in events if e["kind"] == "run_start"]
+    assert start["labels"] == [runner_events.SOURCE_LABEL, "team:ops", "awx"]
+
+
+def test_readme_lists_every_gap():
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Import from ansible-runner / AWX / ansible-navigator", 1)[1].split("\n## ", 1)[0]
+    rows = set(re.findall(r"^\| `([a-z_.]+)` \|", section, re.M))
+    assert rows == set(GAPS), f"README rows {sorted(rows)} != the test's gaps {sorted(GAPS)}"
