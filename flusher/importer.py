@@ -28,6 +28,7 @@ from ara_spool.spool.paths import RunPaths, check_run_id, ensure_spool_dir
 # <counter>-<uuid>.json; ansible-runner writes each first as <uuid>-partial.json, whose uuid may
 # start with digits: never a counter.
 EVENT_FILE = re.compile(r"^(\d+)-[0-9A-Fa-f-]+\.json$")
+NAVIGATOR_FILE = re.compile(r"^.+-artifact-.+\.json$")
 MAX_FILE_BYTES = 1024 * 1024  # as the callback: larger task files are recorded as a note
 BATCH_BYTES = 1024 * 1024  # lines written per write(2)
 TAIL_CHUNK = 64 * 1024
@@ -39,10 +40,14 @@ class NotImportable(Exception):
 
 # -- finding runs ----------------------------------------------------------------------------
 def artifact_dirs(paths: list[Path]) -> list[Path]:
-    """The artifact dirs (those holding job_events/) named by paths: an artifact dir itself, a
-    private data dir (its artifacts/*), or an artifacts dir (its children)."""
+    """The runs named by paths: an artifact dir (holding job_events/) itself, a private data dir
+    (its artifacts/*), an artifacts dir (its children), or an ansible-navigator playbook artifact
+    file (`<playbook>-artifact-<ts>.json`)."""
     found: list[Path] = []
     for path in paths:
+        if path.is_file() and NAVIGATOR_FILE.match(path.name):
+            found.append(path)  # ansible-navigator's playbook artifact
+            continue
         if (path / "job_events").is_dir():
             found.append(path)
             continue
@@ -266,18 +271,36 @@ class RunImport:
     done: bool = False
 
     @property
+    def navigator(self) -> bool:
+        return self.artifact_dir.is_file()
+
+    @property
     def run_id(self) -> str:
-        return check_run_id(self.artifact_dir.name)
+        name = self.artifact_dir.name
+        return check_run_id(name.removesuffix(".json") if self.navigator else name)
 
     def _translator(self, first: dict[str, Any] | None) -> runner_events.Translator:
         files = RunFiles(self.artifact_dir, parity.FilePatterns(list(self.ignored_files)))
         info = runner_events.RunInfo(run_id=self.run_id, playbook_path=files.playbook_path(first),
                                      ignored_facts=self.ignored_facts, labels=self.labels,
+                                     source_label=runner_events.NAVIGATOR_LABEL if self.navigator
+                                     else runner_events.SOURCE_LABEL,
                                      client_version=_client_version())
         return runner_events.Translator(info, files.read, files.facts)
 
     def _new_events(self, ended: bool) -> Iterator[dict[str, Any]]:
         """Job events from next_counter on: contiguous ones while the run goes on; all once it ended."""
+        if self.navigator:  # written once, at the run's end
+            try:
+                doc = json.loads(self.artifact_dir.read_text())
+            except (OSError, ValueError) as exc:
+                raise NotImportable(f"{self.artifact_dir}: not an ansible-navigator playbook artifact "
+                                    f"({exc})") from None
+            events = runner_events.navigator_job_events(doc if isinstance(doc, dict) else {})
+            for event in events[self.next_counter - 1:]:
+                self.next_counter = event["counter"] + 1
+                yield event
+            return
         files = event_files(self.artifact_dir, self.next_counter)
         for counter in sorted(files):
             if counter != self.next_counter and not ended:
@@ -293,7 +316,8 @@ class RunImport:
 
     def step(self) -> int:
         """Import what is new; returns the spool events appended. Sets done once the run ended."""
-        ended = run_status(self.artifact_dir) in runner_events.ENDED_STATUSES  # read before listing events
+        # Read before listing the events: those listed after it said "ended" are all of them.
+        ended = self.navigator or run_status(self.artifact_dir) in runner_events.ENDED_STATUSES
         ensure_spool_dir(self.spool_dir)
         paths = RunPaths.of(self.spool_dir, self.run_id)
         with SpoolAppender(self.run_id, paths.spool) as out:

@@ -17,6 +17,7 @@ which is what lets the importer resume after a crash or follow a run still being
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -65,6 +66,7 @@ class RunInfo:
     ignored_facts: tuple[str, ...] = ("ansible_env",)
     record_content: bool = True
     labels: tuple[str, ...] = ()
+    source_label: str = SOURCE_LABEL
     client_version: str = "ara-spool import"
 
 
@@ -144,7 +146,7 @@ class Translator:
         info = self.info
         self._emit("run_start", {
             "path": info.playbook_path, "name": None, "ansible_version": "unknown",
-            "labels": [SOURCE_LABEL, *info.labels], "arguments": {}, "metadata": {},
+            "labels": [info.source_label, *info.labels], "arguments": {}, "metadata": {},
             "controller": None, "user": None, "python_version": None, "client_version": info.client_version,
         }, ts)
         self._file(info.playbook_path, ts)
@@ -293,3 +295,63 @@ def translate(info: RunInfo, job_events: list[dict[str, Any]], read_file: Callab
         yield from tr.feed(ev)
     if ended:
         yield from tr.finish()
+
+
+# -- ansible-navigator's playbook artifact ------------------------------------------------------
+NAVIGATOR_LABEL = "source:ansible-navigator"
+# Its results carry ansible-runner's event_data, named by `__result` instead of by event.
+NAVIGATOR_RESULTS = {"Ok": "runner_on_ok", "Changed": "runner_on_ok", "Failed": "runner_on_failed",
+                     "Ignored": "runner_on_failed", "Skipped": "runner_on_skipped",
+                     "Unreachable": "runner_on_unreachable"}
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)\s+skipped=(\d+)")
+
+
+def _recap(stdout: Any) -> dict[str, dict[str, int]] | None:
+    """The PLAY RECAP of ansible-playbook's output as playbook_on_stats' event_data, or None."""
+    lines = [_ANSI.sub("", str(x)) for x in stdout] if isinstance(stdout, list) else []
+    if not any(line.startswith("PLAY RECAP") for line in lines):
+        return None
+    stats: dict[str, dict[str, int]] = {"ok": {}, "changed": {}, "dark": {}, "failures": {}, "skipped": {}}
+    for line in lines[next(i for i, x in enumerate(lines) if x.startswith("PLAY RECAP")) + 1:]:
+        m = _RECAP.match(line)
+        if m:
+            host, *counts = m.groups()
+            for key, value in zip(("ok", "changed", "dark", "failures", "skipped"), counts, strict=True):
+                stats[key][host] = int(value)
+    return stats
+
+
+def navigator_job_events(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """ansible-navigator's playbook artifact (`<playbook>-artifact-<ts>.json`) as ansible-runner job
+    events: its plays hold the results' event_data in order; the play and task starts are made from
+    them, the stats from the PLAY RECAP of its stdout. Counters are positions: the same document
+    always gives the same events."""
+    out: list[dict[str, Any]] = []
+
+    def add(event: str, data: dict[str, Any], created: Any) -> None:
+        out.append({"counter": len(out) + 1, "event": event, "event_data": data, "created": created})
+
+    plays = [p for p in doc.get("plays") or [] if isinstance(p, dict)]
+    first = next((t for p in plays for t in p.get("tasks") or []), {})
+    last = first.get("start")
+    add("playbook_on_start", {"playbook": plays[0].get("playbook") if plays else None}, last)
+    for play in plays:
+        results = [r for r in play.get("tasks") or [] if isinstance(r, dict)]
+        last = results[0].get("start") if results else last
+        add("playbook_on_play_start", {"play_uuid": play.get("play_uuid") or play.get("uuid"),
+                                       "name": play.get("name")}, last)
+        task = None
+        for r in results:
+            if r.get("task_uuid") != task:
+                task = r.get("task_uuid")
+                add("playbook_on_task_start", {"task": r.get("task"), "name": r.get("task"), "task_uuid": task,
+                                               "task_action": r.get("task_action"), "task_path": r.get("task_path")},
+                    r.get("start"))
+            last = r.get("end") or last
+            add(NAVIGATOR_RESULTS.get(str(r.get("__result")), "runner_on_ok"),
+                {k: v for k, v in r.items() if not k.startswith("__")}, last)
+    stats = _recap(doc.get("stdout"))
+    if stats is not None:
+        add("playbook_on_stats", stats, last)
+    return out

@@ -407,3 +407,34 @@ def test_readme_lists_every_gap():
     section = readme.split("## Import from ansible-runner / AWX / ansible-navigator", 1)[1].split("\n## ", 1)[0]
     rows = set(re.findall(r"^\| `([a-z_.]+)` \|", section, re.M))
     assert rows == set(GAPS), f"README rows {sorted(rows)} != the test's gaps {sorted(GAPS)}"
+
+
+NAVIGATOR = ROOT / "tests" / "fixtures" / "navigator" / "site-artifact-2026-12-04T15:23:45.593089+00:00.json"
+
+
+def test_navigator_playbook_artifact(tmp_path, ara, cli_env):
+    """ansible-navigator's playbook artifact (recorded here: `ansible-navigator run site.yml --ee false
+    --mode stdout` of tests/playbooks/runner/site.yml without gather_facts; navigator's settings
+    dropped, its paths made /home/ops/project) carries the results' event_data: imported as one run,
+    plays and tasks made from them, the host counters from its PLAY RECAP; once."""
+    doc = json.loads(NAVIGATOR.read_text())
+    run_id = NAVIGATOR.name.removesuffix(".json")
+    env = dict(cli_env, ARA_SPOOL_DIR=str(tmp_path / "spool"))
+    for _ in range(2):
+        done = _import(env, NAVIGATOR)
+        assert done.returncode == 0, done.stderr
+    assert "0 new event(s)" in done.stderr
+    pb = ara.playbook_for(run_id)
+    assert pb["status"] == "failed" and pb["path"] == "/home/ops/project/site.yml"
+    assert {label["name"] for label in pb["labels"]} == {f"run_id:{run_id}", runner_events.NAVIGATOR_LABEL}
+    expected = [(r["task"], r["host"], "ignored" if r["__result"] == "Ignored" else
+                 "changed" if r["__result"] == "Ok" and r["res"].get("changed") else r["__result"].lower())
+                for p in doc["plays"] for r in p["tasks"]]
+    assert sorted(_results_in_ara(ara, run_id)) == sorted(expected) and len(expected) == 33
+    plays = ara.all("plays", playbook=pb["id"])
+    assert sorted(p["name"] for p in plays) == ["failure and unreachable", "free", "linear", "serial"]
+    hosts = {h["name"]: h for h in ara.all("hosts", playbook=pb["id"])}
+    assert [hosts["db1"][k] for k in ("ok", "changed", "failed", "skipped")] == [8, 3, 1, 1]
+    assert hosts["gone"]["unreachable"] == 1
+    [file] = ara.all("files", playbook=pb["id"])
+    assert ara.get(f"files/{file['id']}")["content"] == runner_events.missing_file_note("/home/ops/project/site.yml")
