@@ -12,7 +12,7 @@ alternating round by round, each round on a fresh run id:
 
 Rates are results/s of wall time. Each run is checked complete through Ara's API.
 
-    python bench/import_rate.py            # full: 10,000 results, 1 round
+    python bench/import_rate.py            # full: 10,000 results, 1 round (--rounds 2: each goes first once)
     python bench/import_rate.py --quick    # smoke: 1,000 results, 1 round
 """
 
@@ -93,7 +93,8 @@ def main() -> None:
         runs.mkdir(parents=True)
         for r in range(args.rounds):
             print(f"round {r + 1}: load {load_str()}")
-            for name in ("import", "own spool"):
+            order = ("import", "own spool") if r % 2 == 0 else ("own spool", "import")  # alternate who goes first
+            for name in order:
                 ident = f"bench-{name.replace(' ', '-')}-{r}"
                 artifact = runs / ident
                 n = enlarge(base, artifact, blocks=results // HOSTS)

@@ -112,7 +112,9 @@ class Translator:
         handler = {
             "playbook_on_start": lambda: self._start(ts),
             "playbook_on_play_start": lambda: self._play_start(data, ts),
-            "playbook_on_task_start": lambda: self._task_start(data, ts, False),
+            # ansible-runner sends a handler's start as a task start with is_conditional true (as
+            # Ansible 1 marked handlers); Ansible itself always passes false for a task's.
+            "playbook_on_task_start": lambda: self._task_start(data, ts, bool(data.get("is_conditional"))),
             "playbook_on_handler_task_start": lambda: self._task_start(data, ts, True),
             "playbook_on_stats": lambda: self._stats(data, ts),
         }.get(name)
