@@ -25,9 +25,10 @@ from ara_spool.handlers import parity, runner_events
 from ara_spool.spool import schema, writer
 from ara_spool.spool.paths import RunPaths, check_run_id, ensure_spool_dir
 
-# <counter>-<uuid>.json; ansible-runner writes each first as <uuid>-partial.json, whose uuid may
-# start with digits: never a counter.
-EVENT_FILE = re.compile(r"^(\d+)-[0-9A-Fa-f-]+\.json$")
+# <counter>-<uuid>.json, the uuid of a task started again (serial batches, strategy free) with a
+# _<n> suffix; ansible-runner writes each first as <uuid>-partial.json, whose uuid may start with
+# digits: never a counter.
+EVENT_FILE = re.compile(r"^(\d+)-[0-9A-Fa-f-]+(?:_\d+)?\.json$")
 NAVIGATOR_FILE = re.compile(r"^.+-artifact-.+\.json$")
 MAX_FILE_BYTES = 1024 * 1024  # as the callback: larger task files are recorded as a note
 BATCH_BYTES = 1024 * 1024  # lines written per write(2)

@@ -443,3 +443,29 @@ def test_navigator_playbook_artifact(tmp_path, ara, cli_env):
     assert hosts["gone"]["unreachable"] == 1
     [file] = ara.all("files", playbook=pb["id"])
     assert ara.get(f"files/{file['id']}")["content"] == runner_events.missing_file_note("/home/ops/project/site.yml")
+
+
+def test_a_run_still_running_is_imported_up_to_its_first_missing_event(recorded, tmp_path):
+    """While the status file says running, the import stops before a missing counter (the event is
+    not written yet); once the run is over, what is there is imported past it, in counter order."""
+    ident = "runner-gap"
+    artifact = tmp_path / "pdd" / "artifacts" / ident
+    shutil.copytree(recorded["artifact"], artifact)
+    files = event_files(artifact)
+    gap = len(files) // 2
+    files[gap].unlink()
+    (artifact / "status").write_text("running")
+    env = _spool_env(recorded["env"], tmp_path)
+    spool = tmp_path / "spool" / f"{ident}.jsonl"
+
+    def sources() -> list[int]:
+        assert _import(env, artifact, args=("--no-ship",)).returncode == 0
+        return [json.loads(line)["import_source"][0] for line in spool.read_bytes().splitlines()]
+
+    before = sources()
+    assert before and max(before) < gap
+    (artifact / "status").write_text("failed")
+    after = sources()
+    assert after[:len(before)] == before and after == sorted(after) and gap not in after
+    assert max(after) == len(files)  # the stats: the run ends as they say, not expired
+    assert json.loads(spool.read_bytes().splitlines()[-1])["end"]["status"] == "failed"
