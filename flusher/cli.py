@@ -73,7 +73,7 @@ API_ENV = ["ARA_API_SERVER", "ARA_API_USERNAME, ARA_API_PASSWORD, ARA_API_PASSWO
            "CREDENTIALS_DIRECTORY (systemd: files ara-api-password, ara-api-token)",
            "ARA_API_INSECURE", "ARA_API_CA_BUNDLE", "ARA_API_TIMEOUT"]
 # Metavars by option dest, so `--help` reads like the README (`--run ID`, not `--run RUN`).
-METAVARS = {"run": "ID", "task": "NAME", "host": "HOST", "duration": "SECONDS", "details": "JSON",
+METAVARS = {"stall": "SECONDS", "run": "ID", "task": "NAME", "host": "HOST", "duration": "SECONDS", "details": "JSON",
             "timeout": "SECONDS", "concurrency": "N", "window": "N", "days": "DAYS", "poll": "SECONDS",
             "max_backoff": "SECONDS",
             "retention_days": "DAYS", "spool_dir": "DIR", "server": "URL", "ca_bundle": "FILE",
@@ -142,11 +142,14 @@ def cmd_import(args: argparse.Namespace) -> int:
     def report(imp: Any, written: int) -> None:
         if not args.quiet and (written or imp.done):
             state = "ended" if imp.done else "still running"
+            if imp.stalled:
+                state = f"no new event for {args.stall:g}s and not ended: left running, import it again later"
             print(f"ara-spool: run {imp.run_id}: {written} new event(s) spooled ({state})", file=sys.stderr)
 
     try:
         outcomes = importer.import_and_ship(cfg, imports, follow=args.follow, ship=not args.no_ship,
-                                            poll=args.poll, timeout=args.timeout or None, report=report)
+                                            poll=args.poll, timeout=args.timeout or None, stall=args.stall,
+                                            report=report)
     except importer.NotImportable as exc:
         return _fail(str(exc))
     code = _exit_code(outcomes)
@@ -453,6 +456,8 @@ def build_parser() -> argparse.ArgumentParser:
     ir.add_argument("--follow", action="store_true",
                     help="follow runs still being written until their status file says they ended")
     ir.add_argument("--poll", type=float, default=1.0, help="seconds between looks with --follow (default 1)")
+    ir.add_argument("--stall", type=float, help="with --follow, stop following a run that has had no new event for "
+                    "this many seconds and has not ended (its ansible-runner was killed); default: wait")
     ir.add_argument("--timeout", type=float, default=60.0,
                     help="give up shipping a run after this many seconds without progress (default 60)")
     ir.add_argument("--no-ship", action="store_true", help="only spool; a flusher ships later")

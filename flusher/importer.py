@@ -270,6 +270,7 @@ class RunImport:
     translator: runner_events.Translator | None = None
     next_counter: int = 1
     done: bool = False
+    stalled: bool = False  # given up by --follow --stall: no new event for that long, not ended
 
     @property
     def navigator(self) -> bool:
@@ -354,20 +355,28 @@ def imports_for(paths: list[Path], spool_dir: Path) -> list[RunImport]:
 
 
 def import_and_ship(cfg: Any, imports: list[RunImport], *, follow: bool = False, ship: bool = True,
-                    poll: float = 1.0, timeout: float | None = 60.0,
+                    poll: float = 1.0, timeout: float | None = 60.0, stall: float | None = None,
                     report: Any = None) -> list[Any]:
     """Import each run (again and again with follow, until its status file says it ended), shipping
-    after each pass with the flusher (oneshot: windowed, per-host order, exactly once)."""
+    after each pass with the flusher (oneshot: windowed, per-host order, exactly once). stall: with
+    follow, stop following a run that has had no new event for that many seconds."""
     import asyncio
     import time
 
     from ara_spool.flusher import oneshot
 
     outcomes: list[Any] = []
+    progress = {id(imp): time.monotonic() for imp in imports}
     while True:
         for imp in imports:
             if not imp.done:
                 written = imp.step()
+                now = time.monotonic()
+                if written:
+                    progress[id(imp)] = now
+                elif follow and stall is not None and not imp.done and now - progress[id(imp)] > stall:
+                    # Its ansible-runner was killed (the status file says running forever), or it hangs.
+                    imp.done = imp.stalled = True
                 if report is not None:
                     report(imp, written)
         if ship:

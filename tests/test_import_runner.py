@@ -469,3 +469,21 @@ def test_a_run_still_running_is_imported_up_to_its_first_missing_event(recorded,
     assert after[:len(before)] == before and after == sorted(after) and gap not in after
     assert max(after) == len(files)  # the stats: the run ends as they say, not expired
     assert json.loads(spool.read_bytes().splitlines()[-1])["end"]["status"] == "failed"
+
+
+def test_follow_stall_leaves_a_run_whose_runner_died(recorded, tmp_path):
+    """ansible-runner SIGKILLed: its status file says running forever. --stall ends the follow."""
+    ident = "runner-died"
+    artifact = tmp_path / "pdd" / "artifacts" / ident
+    shutil.copytree(recorded["artifact"], artifact)
+    files = event_files(artifact)
+    for counter in sorted(files)[len(files) // 2:]:
+        files[counter].unlink()
+    (artifact / "status").write_text("running")
+    env = _spool_env(recorded["env"], tmp_path)
+    started = time.monotonic()
+    done = _import(env, artifact, args=("--follow", "--stall", "1", "--poll", "0.2", "--no-ship"), timeout=60)
+    assert done.returncode == 0 and time.monotonic() - started < 30, done.stderr
+    assert "no new event for 1s and not ended: left running" in done.stderr
+    lines = (tmp_path / "spool" / f"{ident}.jsonl").read_bytes().splitlines()
+    assert lines and not any(json.loads(line)["kind"] == "run_end" for line in lines)
