@@ -138,7 +138,8 @@ class RunFiles:
             return f"# {path}: not readable by ara-spool ({exc.strerror})\n"
         if len(data) > MAX_FILE_BYTES:
             return f"# {path}: larger than {MAX_FILE_BYTES} bytes, not recorded by ara-spool\n"
-        return data.decode("utf-8", "replace")
+        # An empty file still needs a content: the spool schema refuses a file event without one.
+        return data.decode("utf-8", "replace") or "\n"
 
     def facts(self, host: str) -> dict[str, Any] | None:
         """The host's facts from fact_cache/ (jsonfile; ansible-core 2.19 names it s<n>_<host> and

@@ -18,6 +18,7 @@ which is what lets the importer resume after a crash or follow a run still being
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -159,14 +160,19 @@ class Translator:
         self.files.add(path)
         self._emit("file", {"path": path, "content": self.read_file(path)}, ts)
 
-    def _play_start(self, data: dict[str, Any], ts: str) -> None:
+    def _play_start(self, data: dict[str, Any], ts: str, lost: bool = False) -> None:
+        """A play starts; lost: made for a task whose play start is missing (data is the task's)."""
         self._end_task(ts)
         self._end_play(ts)
-        self.play_uuid = str(data.get("play_uuid") or data.get("uuid") or "")[:36]
-        self._emit("play_start", {"uuid": self.play_uuid, "name": data.get("name") or data.get("play")}, ts)
+        found = data.get("play_uuid") or (None if lost else data.get("uuid"))
+        self.play_uuid = str(found or uuid.uuid5(uuid.NAMESPACE_URL, f"{self.info.run_id}:play"))[:36]
+        name = data.get("play") if lost else data.get("name") or data.get("play")
+        self._emit("play_start", {"uuid": self.play_uuid, "name": name}, ts)
 
     def _task_start(self, data: dict[str, Any], ts: str, handler: bool) -> None:
         self._end_task(ts)
+        if self.play_uuid is None:  # its play's start was lost (events missing at the head of a run)
+            self._play_start(data, ts, lost=True)
         path, lineno = events.split_location(data.get("task_path"))
         path = path or self.info.playbook_path
         self._file(path, ts)
@@ -176,13 +182,8 @@ class Translator:
         self._emit("task_start", {
             "uuid": self.task_uuid, "name": data.get("name") or data.get("task") or "",
             "action": data.get("task_action") or "", "path": path, "lineno": lineno, "handler": handler,
-            "tags": [], "play_uuid": self.play_uuid or self._orphan_play(data, ts),
+            "tags": [], "play_uuid": self.play_uuid,
         }, ts)
-
-    def _orphan_play(self, data: dict[str, Any], ts: str) -> str:
-        # A task before any play start (events lost at the head of a run): its own play.
-        self._play_start(data, ts)
-        return self.play_uuid or ""
 
     def _end_task(self, ts: str) -> None:
         if self.task_uuid is not None:
@@ -347,8 +348,10 @@ def navigator_job_events(doc: dict[str, Any]) -> list[dict[str, Any]]:
         for r in results:
             if r.get("task_uuid") != task:
                 task = r.get("task_uuid")
-                add("playbook_on_task_start", {"task": r.get("task"), "name": r.get("task"), "task_uuid": task,
-                                               "task_action": r.get("task_action"), "task_path": r.get("task_path")},
+                add("playbook_on_task_start", {
+                    "task": r.get("task"), "name": r.get("task"), "task_uuid": task,
+                    "task_action": r.get("task_action"), "task_path": r.get("task_path"),
+                    "play": r.get("play"), "play_uuid": r.get("play_uuid")},
                     r.get("start"))
             last = r.get("end") or last
             add(NAVIGATOR_RESULTS.get(str(r.get("__result")), "runner_on_ok"),

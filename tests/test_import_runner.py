@@ -487,3 +487,29 @@ def test_follow_stall_leaves_a_run_whose_runner_died(recorded, tmp_path):
     assert "no new event for 1s and not ended: left running" in done.stderr
     lines = (tmp_path / "spool" / f"{ident}.jsonl").read_bytes().splitlines()
     assert lines and not any(json.loads(line)["kind"] == "run_end" for line in lines)
+
+
+def test_translation_of_a_prefix_is_a_prefix_and_a_lost_head_still_gives_valid_events():
+    """What resuming and following rest on (pure, on the recorded navigator run's events): each
+    prefix of a run translates to a prefix of the whole run's spool events; a run whose first
+    events are lost still gives schema-valid events, each task started and ended."""
+    from ara_spool.spool import schema
+
+    events = runner_events.navigator_job_events(json.loads(NAVIGATOR.read_text()))
+    info = runner_events.RunInfo(run_id="prefix", playbook_path="/p.yml")
+
+    def run(evs: list[dict], ended: bool) -> list[runner_events.Spooled]:
+        return list(runner_events.translate(info, evs, lambda path: "x", lambda host: None, ended=ended))
+
+    whole = run(events, ended=False)
+    assert whole[-1].kind == "run_end" and [s.source for s in whole] == sorted(s.source for s in whole)
+    for n in range(len(events)):
+        part = run(events[:n], ended=False)
+        assert part == whole[:len(part)], n
+    for cut in (1, 2, 3, len(events) // 2):
+        out = run(events[cut:cut + 20], ended=True)
+        kinds = [s.kind for s in out]
+        assert (kinds[0], kinds[-1]) == ("run_start", "run_end")
+        assert kinds.count("task_start") == kinds.count("task_end")
+        for s in out:
+            schema.validate({**schema.make_event("prefix", s.kind, s.body, s.ts), "seq": 0})
