@@ -38,6 +38,7 @@ from ara_spool.spool.paths import (
     RunPaths,
     ensure_spool_dir,
     list_runs,
+    open_nofollow,
     spool_entry,
 )
 
@@ -409,7 +410,7 @@ class Daemon:
 def _has_newline(paths: RunPaths, offset: int) -> bool:
     """Whether the spool has a complete line after offset (reads only until the first newline)."""
     try:
-        fd = os.open(paths.spool, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+        fd = open_nofollow(paths.spool, os.O_RDONLY)  # never blocks on a FIFO planted in its place
     except OSError:
         return False
     try:

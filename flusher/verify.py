@@ -234,7 +234,7 @@ def verify_run(cfg: Config, run_id: str, repair: bool = False) -> dict[str, Any]
 
     if repair:
         for line in missing:
-            quarantine.reject(paths, line.offset, line.raw, f"{line.error} (found by verify --repair)")
+            quarantine.reject(paths, line.offset, line.raw, f"{line.error} (found by verify --repair)", end=line.end)
             report["repaired"].append(f"quarantined the bad line at offset {line.offset}")
         missing_at = tuple(f"offset {line.offset}: " for line in missing)
         problems[:] = [p for p in problems if not (missing_at and p.startswith(missing_at))]
