@@ -5,7 +5,7 @@ from __future__ import annotations
 import fcntl
 import os
 
-from ara_spool.spool.paths import RunPaths, open_nofollow
+from ara_spool.spool.paths import RunPaths, UnsafeSpoolPath, open_nofollow
 
 
 class RunLock:
@@ -56,7 +56,7 @@ def is_locked(paths: RunPaths) -> bool:
     """Whether a flusher holds the run's lock right now (creates nothing: no lock file, no flusher)."""
     try:
         fd = open_nofollow(paths.lock, os.O_RDONLY)
-    except FileNotFoundError:
+    except (FileNotFoundError, UnsafeSpoolPath):  # no lock file, or not one a flusher could hold
         return False
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)

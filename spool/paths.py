@@ -152,7 +152,8 @@ def list_runs(spool_dir: Path | str) -> list[str]:
     spool_dir = Path(spool_dir)
     runs: list[tuple[float, str]] = []
     try:
-        entries = list(os.scandir(spool_dir))
+        with os.scandir(dir_fd(spool_dir)) as it:  # through the handle: a symlinked dir is refused
+            entries = list(it)
     except FileNotFoundError:
         return []
     for entry in entries:
