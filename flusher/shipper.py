@@ -171,6 +171,7 @@ class RunShipper:
         self._with_retries: Callable[..., Awaitable[Any]] | None = None
         self._shipping = False  # mid-run: a checkpoint refused for lack of space is deferred
         self._disk_full_since: float | None = None
+        self._disk_full_why = ""
 
     # -- the loop ---------------------------------------------------------------------------
     async def run(self) -> Outcome:
@@ -417,13 +418,15 @@ class RunShipper:
     def _note_disk_full(self, exc: OSError, what: str) -> None:
         if self._disk_full_since is None:
             self._disk_full_since = time.monotonic()
+            self._disk_full_why = f"{what}: {exc.strerror or exc}"
             log.warning("run %s: spool disk full (%s: %s): paused writes, retrying every %.0fs until space frees",
                         self.paths.run_id, what, exc.strerror or exc, DISK_RETRY_SECONDS)
 
     def _disk_back(self) -> None:
         if self._disk_full_since is not None:
-            log.warning("run %s: spool disk has space again after %.0fs: going on", self.paths.run_id,
-                        time.monotonic() - self._disk_full_since)
+            # Said again: the first warning went to a log on that same full disk, and may be lost.
+            log.warning("run %s: spool disk full for %.0fs (%s), paused until now; it has space again: going on",
+                        self.paths.run_id, time.monotonic() - self._disk_full_since, self._disk_full_why)
             self._disk_full_since = None
 
     async def _disk_pause(self, exc: OSError, what: str) -> None:

@@ -303,7 +303,7 @@ def fsync_dir(directory: Path | str) -> None:
 
 
 # Below this much free space the spool's disk counts as full: writers and flushers pause.
-DISK_FULL_BYTES = 1 << 20
+DISK_FULL_BYTES = 64 << 10
 
 
 def disk_free(directory: Path | str) -> int | None:
