@@ -165,3 +165,14 @@ def test_swapped_spool_dir_is_refused(member, area, cli_env):
         out = ara_spool(env, *args)
         assert out.returncode != 0 and "is a symlink" in out.stderr, (args, out.stderr)
     assert snapshot(root_only) == outside, "something was created in the swapped-in directory"
+
+
+def test_retry_command_carries_group_shared(area, monkeypatch):
+    """The play's retry command for a group-shared spool works as typed: it sets the setting."""
+    from ara_spool.handlers import runtime
+
+    _, _, spool = area
+    monkeypatch.delenv("ARA_SPOOL_GROUP_SHARED", raising=False)
+    hint = runtime.flush_hint("r1", spool, "http://alice:pw@127.0.0.1:9")
+    assert hint.startswith("ARA_SPOOL_GROUP_SHARED=true ara-spool flush --run r1 --server http://127.0.0.1:9 ")
+    assert "pw" not in hint.replace("ARA_API_PASSWORD_FILE", "") and "credentials by environment" in hint
