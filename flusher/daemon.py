@@ -36,6 +36,8 @@ from ara_spool.spool import state as state_mod
 from ara_spool.spool.paths import (
     STATE_SUFFIX,
     RunPaths,
+    UnsafeSpoolPath,
+    dir_fd,
     ensure_spool_dir,
     list_runs,
     open_nofollow,
@@ -156,7 +158,7 @@ class Daemon:
         states: dict[str, int] = {}
         try:
             self._dir_mtime = os.stat(self.cfg.spool_dir).st_mtime_ns
-            with os.scandir(self.cfg.spool_dir) as entries:
+            with os.scandir(dir_fd(self.cfg.spool_dir)) as entries:  # a dir swapped for a symlink is refused
                 for entry in entries:
                     name = entry.name
                     if name.endswith(STATE_SUFFIX):
@@ -168,6 +170,9 @@ class Daemon:
                         run_id, st = found
                         spools.append((st.st_mtime, run_id, st.st_size))
         except FileNotFoundError:
+            return {}
+        except UnsafeSpoolPath as exc:
+            log.error("%s", exc)
             return {}
         return {run_id: _Seen(size, states.get(run_id, 0)) for _, run_id, size in sorted(spools)}
 

@@ -257,7 +257,14 @@ def _retire(paths: RunPaths, action: str) -> bool:
         if exists_in_dir(paths.state):
             os.replace(paths.state.name, paths.run_id + STATE_SUFFIX,
                        src_dir_fd=dir_fd(paths.spool_dir), dst_dir_fd=dir_fd(archive))
-    for path in (hidden, paths.rejected, paths.flusher_log, paths.state):
+    # Quarantined lines too long for their record, kept whole in files of their own.
+    with os.scandir(dir_fd(paths.spool_dir)) as entries:
+        lines = [paths.spool_dir / e.name for e in entries
+                 if e.name.startswith(paths.run_id + ".rejected.") and e.name.endswith(".line")]
+    if action == "archive":
+        for path in lines:
+            _gzip_into(path, archive / (path.name + ".gz"))
+    for path in (hidden, paths.rejected, paths.flusher_log, paths.state, *lines):
         unlink_in_dir(path)
     return True
 
