@@ -27,12 +27,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ara_spool.flusher import orphans
 from ara_spool.flusher.client import AraClient
 from ara_spool.flusher.config import Config
 from ara_spool.flusher.ids import playbook_of
 from ara_spool.flusher.shipper import Outcome, RunShipper
 from ara_spool.spool import retention as retention_mod
 from ara_spool.spool import state as state_mod
+from ara_spool.spool.lock import is_locked
 from ara_spool.spool.paths import (
     STATE_SUFFIX,
     RunPaths,
@@ -252,6 +254,7 @@ class Daemon:
                 full = now - last_full >= FULL_SCAN_EVERY or self._dir_changed()
                 if full:
                     last_full = now
+                    self._end_orphans()
                 for run_id, snap in self.candidates(full).items():
                     if snap is None or run_id in self.active or self.paused.get(run_id, 0.0) > now:
                         continue
@@ -282,6 +285,20 @@ class Daemon:
         sd_notify("STATUS=stopped")
         log.info("stopped")
         return 0
+
+    def _end_orphans(self) -> None:
+        """Runs shipped up to their end but not ended, whose ansible-playbook is gone (its run_end
+        could not be spooled: a full disk): spool their end as expired; the next poll ships it. A
+        full disk still: tried again on the next full scan."""
+        for run_id in [r for r in self.seen if r not in self.ended and r not in self.active]:
+            paths = RunPaths.of(self.cfg.spool_dir, run_id)
+            try:
+                if is_locked(paths) or not orphans.gone(orphans.recorder(paths)):
+                    continue  # its own flusher follows it (and ends it), or its play goes on
+                orphans.end_expired(paths)
+            except OSError as exc:
+                log.warning("run %s: cannot record the end of a run whose ansible-playbook is gone: %s "
+                            "(tried again in %.0fs)", run_id, exc, FULL_SCAN_EVERY)
 
     def _on_signal(self, sig: int) -> None:
         if not self.stop.is_set():

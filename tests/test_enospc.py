@@ -12,6 +12,7 @@ import asyncio
 import errno
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ from ara_spool.flusher import oneshot
 from ara_spool.flusher.config import Config
 from ara_spool.spool import writer
 from ara_spool.spool.paths import RunPaths
+from ara_spool.spool.process import process_identity
 from ara_spool.spool.reader import read_lines, tail_info
 from ara_spool.spool.state import RunState, load, save
 
@@ -220,3 +222,30 @@ def test_disk_fills_during_a_real_play(tmp_path, ara, ara_server):
         assert not _flushers(run_id)
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_daemon_ends_a_run_whose_playbook_is_gone_without_its_end(cli_env, ara, spool_dir, tmp_path):
+    """Without a play's own flusher (the daemon deployment), a run whose run_end could not be
+    spooled is recorded as expired by the daemon once the ansible-playbook named in its run_start
+    is gone; a run whose process lives stays running."""
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    for run_id, pid in (("orphan-run", dead.pid), ("live-run", os.getpid())):
+        writer.append(run_id, "run_start", {"path": "/srv/site.yml", "ansible_version": "2.17.0",
+                                            "process": process_identity(pid)}, spool_dir=spool_dir)
+        writer.append(run_id, "event", {"task": "t", "status": "ok", "host": "h1"}, spool_dir=spool_dir)
+    log = tmp_path / "daemon.log"
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "ara_spool.flusher", "-v", "flush", "--follow", "--poll", "0.2"],
+                                env=cli_env, stdout=fh, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline and not (
+                ara.playbooks_for("orphan-run") and ara.playbook_for("orphan-run")["status"] == "expired"):
+            time.sleep(0.5)
+        assert ara.playbook_for("orphan-run")["status"] == "expired", log.read_text()
+        assert ara.playbook_for("live-run")["status"] == "running"
+        assert "ansible-playbook is gone" in log.read_text()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
