@@ -163,7 +163,13 @@ FILL_PLAY = """
       ansible.builtin.debug:
         msg: "before {{ inventory_hostname }}"
     - name: fill the disk
-      ansible.builtin.shell: "dd if=/dev/zero of={{ filler }} bs=4096 2>/dev/null || true"
+      # Then fill the room left in the spool's last page with bytes that are not a line (no newline):
+      # nothing more fits, not even the run's short end; they are quarantined once space frees.
+      ansible.builtin.shell: |
+        dd if=/dev/zero of={{ filler }} bs=4096 2>/dev/null || true
+        for n in 2048 1024 512 256 128 64 32 16 8 4 2 1; do
+          while head -c $n /dev/zero | tr '\\0' x >> {{ spool }} 2>/dev/null; do :; done
+        done
       run_once: true
     - name: after
       ansible.builtin.debug:
@@ -198,13 +204,13 @@ def test_disk_fills_during_a_real_play(tmp_path, ara, ara_server):
         run_id = f"enospc-play-{uuid.uuid4().hex[:8]}"
         env = ansible_env(tmp_path, spool_dir, ara_server.url, ARA_SPOOL_FLUSH_TIMEOUT="5")
         cmd = playbook_cmd("multi_play.yml", "-e", "ara_enabled=true", "-e", f"ara_run_id={run_id}",
-                           "-e", f"filler={filler}")
+                           "-e", f"filler={filler}", "-e", f"spool={spool_dir / (run_id + '.jsonl')}")
         cmd[cmd.index(str(PLAYBOOKS / "multi_play.yml"))] = str(play)
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert "cannot write the spool" in proc.stdout + proc.stderr
         assert ara.playbook_for(run_id)["status"] == "running"  # its end is not in the spool
-        assert _flushers(run_id), "the in-play flusher did not wait for space"
+        assert _flushers(run_id), "the in-play flusher did not wait for space (its last checkpoint)"
         status = subprocess.run([sys.executable, "-m", "ara_spool.flusher", "status", "--run", run_id], env=env,
                                 capture_output=True, text=True, timeout=30)
         assert status.returncode == 0 and "disk is full" in status.stderr and "pause" in status.stderr, status
@@ -214,12 +220,15 @@ def test_disk_fills_during_a_real_play(tmp_path, ara, ara_server):
             time.sleep(0.5)
         pb = ara.playbook_for(run_id)
         assert pb["status"] == "expired", pb["status"]
-        spooled = [ln.event for ln in read_lines(spool_dir / f"{run_id}.jsonl") if ln.event["kind"] == "result"]
+        spooled = [ln.event for ln in read_lines(spool_dir / f"{run_id}.jsonl")
+                   if ln.event and ln.event["kind"] == "result"]
         assert len(ara.results(pb["id"])) == len(spooled) >= 3
         log = (spool_dir / f"{run_id}.flusher.log").read_text()
-        assert "spool disk full" in log and "expired" in log, log
+        assert "spool disk full" in log and "recorded the run as expired" in log, log
+        assert load(RunPaths.of(spool_dir, run_id)).quarantined == 1  # the filling bytes, nothing else
         assert not [p.name for p in spool_dir.iterdir() if ".tmp" in p.name], "a temp file was left"
         assert not _flushers(run_id)
+        print(f"real play on a full tmpfs: {len(spooled)} results shipped, the run ended as expired")
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
 
