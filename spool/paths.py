@@ -187,7 +187,8 @@ def dir_fd(directory: Path | str) -> int:
     if not stat.S_ISDIR(st.st_mode):
         raise UnsafeSpoolPath(f"spool dir {key} is not a directory; refusing it")
     cached = _DIR_FDS.get(key)
-    if cached is not None and cached[1:] == (st.st_dev, st.st_ino):
+    # Same inode, and not removed meanwhile (a removed dir's inode number may come back for a new one).
+    if cached is not None and cached[1:] == (st.st_dev, st.st_ino) and os.fstat(cached[0]).st_nlink > 0:
         return cached[0]
     try:
         fd = os.open(key, _DIR_FLAGS)
@@ -217,10 +218,10 @@ def open_nofollow(path: Path | str, flags: int, mode: int = 0o600) -> int:
     """Open a file of a spool dir relative to the dir's handle (dir_fd), refusing a symlink, a
     FIFO, device or socket (without blocking on it), and a file not owned as expected; returns the
     fd. A refusal raises UnsafeSpoolPath naming the file."""
-    path = Path(path)
-    dfd = dir_fd(path.parent)
+    parent, name = os.path.split(os.fspath(path))  # not pathlib: this runs for every append
+    dfd = dir_fd(parent)
     try:
-        fd = os.open(path.name, flags | _SAFE_FLAGS, mode, dir_fd=dfd)
+        fd = os.open(name, flags | _SAFE_FLAGS, mode, dir_fd=dfd)
     except OSError as exc:
         if exc.errno == errno.ELOOP:  # the last component is a symlink
             raise UnsafeSpoolPath(f"{path} is a symlink; refusing to follow it") from exc
@@ -231,12 +232,12 @@ def open_nofollow(path: Path | str, flags: int, mode: int = 0o600) -> int:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise UnsafeSpoolPath(f"{path} is {_kind(st.st_mode)}, not a regular file; refusing it")
-        os.set_blocking(fd, True)
+        # O_NONBLOCK stays: a regular file's reads and writes ignore it.
         if flags & os.O_CREAT and mode == 0o600 and group_shared() and st.st_uid == os.geteuid() \
                 and stat.S_IMODE(st.st_mode) != 0o660:
             # Group-shared spool: a file we own becomes group read-write (the umask may have masked it).
             os.fchmod(fd, 0o660)
-        problem = _owner_problem(st, os.fstat(dfd))
+        problem = _owner_problem(st, dfd)
         if problem:
             raise UnsafeSpoolPath(f"{path} {problem}; refusing it")
     except BaseException:
@@ -245,7 +246,7 @@ def open_nofollow(path: Path | str, flags: int, mode: int = 0o600) -> int:
     return fd
 
 
-def _owner_problem(st: os.stat_result, dst: os.stat_result) -> str | None:
+def _owner_problem(st: os.stat_result, dfd: int) -> str | None:
     """Why a spool file is not owned as expected (None: it is).
 
     A spool line becomes an audit record in Ara under the flusher's credentials: refuse a file
@@ -254,6 +255,7 @@ def _owner_problem(st: os.stat_result, dst: os.stat_result) -> str | None:
     if group_shared():
         if st.st_mode & 0o002:
             return f"is writable by others (mode {stat.S_IMODE(st.st_mode):04o}), so its events could be forged"
+        dst = os.fstat(dfd)
         if dst.st_mode & stat.S_ISGID and st.st_gid != dst.st_gid:
             # A setgid spool dir gives each file its group: another group means a member made it
             # private to itself (or linked it in from elsewhere).

@@ -73,8 +73,8 @@ def _open_locked(path: Path) -> int:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
-                same = os.stat(path.name, dir_fd=dir_fd(path.parent), follow_symlinks=False).st_ino \
-                    == os.fstat(fd).st_ino
+                parent, name = os.path.split(path)
+                same = os.stat(name, dir_fd=dir_fd(parent), follow_symlinks=False).st_ino == os.fstat(fd).st_ino
             except FileNotFoundError:
                 same = False
         except BaseException:
