@@ -176,3 +176,26 @@ def test_retry_command_carries_group_shared(area, monkeypatch):
     hint = runtime.flush_hint("r1", spool, "http://alice:pw@127.0.0.1:9")
     assert hint.startswith("ARA_SPOOL_GROUP_SHARED=true ara-spool flush --run r1 --server http://127.0.0.1:9 ")
     assert "pw" not in hint.replace("ARA_API_PASSWORD_FILE", "") and "credentials by environment" in hint
+
+
+def test_a_member_holding_a_spool_lock_does_not_hang_verify_repair(member, area, cli_env, monkeypatch):
+    """`verify --repair` cuts a torn tail under the writers' lock: a member who keeps that lock
+    gets the run reported as busy within seconds, not a hang."""
+    _, _, spool = area
+    monkeypatch.setenv("ARA_SPOOL_GROUP_SHARED", "true")
+    emit_events(spool, "held", 2, hosts=1)
+    with open(spool / "held.jsonl", "ab") as fh:
+        fh.write(b'{"v":1,"torn')  # a writer killed mid-line
+    uid, gid, sgid = member
+    holder = subprocess.Popen(["flock", str(spool / "held.jsonl"), "sleep", "60"], user=uid, group=gid,
+                              extra_groups=[sgid])
+    try:
+        time.sleep(0.5)  # the member holds the lock
+        env = dict(cli_env, ARA_SPOOL_DIR=str(spool), ARA_SPOOL_GROUP_SHARED="true")
+        t0 = time.monotonic()
+        out = ara_spool(env, "verify", "--repair", "--run", "held")
+        assert time.monotonic() - t0 < 15
+        assert "torn tail not repaired" in out.stdout + out.stderr, out
+    finally:
+        holder.kill()
+        holder.wait()
