@@ -188,7 +188,7 @@ def test_a_member_holding_a_spool_lock_does_not_hang_verify_repair(member, area,
         fh.write(b'{"v":1,"torn')  # a writer killed mid-line
     uid, gid, sgid = member
     holder = subprocess.Popen(["flock", str(spool / "held.jsonl"), "sleep", "60"], user=uid, group=gid,
-                              extra_groups=[sgid])
+                              extra_groups=[sgid], start_new_session=True)
     try:
         time.sleep(0.5)  # the member holds the lock
         env = dict(cli_env, ARA_SPOOL_DIR=str(spool), ARA_SPOOL_GROUP_SHARED="true")
@@ -197,5 +197,5 @@ def test_a_member_holding_a_spool_lock_does_not_hang_verify_repair(member, area,
         assert time.monotonic() - t0 < 15
         assert "torn tail not repaired" in out.stdout + out.stderr, out
     finally:
-        holder.kill()
+        os.killpg(holder.pid, signal.SIGKILL)  # flock and its sleep: the group this test started
         holder.wait()
