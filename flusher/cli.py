@@ -14,7 +14,15 @@ from typing import Any
 
 from ara_spool.flusher.config import Config
 from ara_spool.spool import events, schema, settings, writer
-from ara_spool.spool.paths import RunPaths, UnsafeRunId, UnsafeSpoolPath, check_run_id
+from ara_spool.spool.paths import (
+    DISK_FULL_BYTES,
+    RunPaths,
+    UnsafeRunId,
+    UnsafeSpoolPath,
+    check_run_id,
+    disk_free,
+    exists_in_dir,
+)
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -175,7 +183,7 @@ def _known_runs(cfg: Config, runs: list[str] | None) -> None:
     """--run names a run this spool dir has: an unknown id is a mistake, not "nothing to do"."""
     for run_id in runs or []:
         check_run_id(run_id)
-        if not RunPaths.of(cfg.spool_dir, run_id).spool.exists():
+        if not exists_in_dir(RunPaths.of(cfg.spool_dir, run_id).spool):  # a symlinked spool dir is refused
             raise UnknownRun(f"no run {run_id!r} in {cfg.spool_dir} (see `ara-spool status`; "
                              "--spool-dir or ARA_SPOOL_DIR choose another spool)")
 
@@ -309,6 +317,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
     else:
         print(render_table(rows))
+    free = disk_free(cfg.spool_dir)
+    if free is not None and free < DISK_FULL_BYTES:
+        print(f"ara-spool: the spool's disk is full ({free} bytes free): events cannot be spooled and "
+              "flushers pause (ENOSPC) until space frees", file=sys.stderr)
     return EXIT_OK
 
 

@@ -63,15 +63,7 @@ def _secret(name: str, cred_name: str) -> str | None:
     return None
 
 
-def redact_url(url: str) -> str:
-    """The URL without user:password, for messages."""
-    parts = urlsplit(url)
-    if parts.username or parts.password:
-        netloc = parts.hostname or ""
-        if parts.port:
-            netloc += f":{parts.port}"
-        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-    return url
+redact_url = settings.redact_url  # the URL without user:password@, for every message
 
 
 @dataclass
@@ -122,7 +114,18 @@ class Config:
         )
 
     def check(self) -> None:
-        parts = urlsplit(self.server)
+        if settings.url_has_credentials(self.server):
+            # Refused, not used: a URL is printed (retry commands, errors, logs, status) and seen
+            # in argv; a credential goes by environment or file only, under one auth rule.
+            raise ConfigError(
+                f"ARA_API_SERVER (or --server) {redact_url(self.server)!r} carries credentials in the URL "
+                "(user:password@); they are refused so that they are never printed or logged: pass them as "
+                "ARA_API_USERNAME and ARA_API_PASSWORD (or ARA_API_PASSWORD_FILE, or a systemd credential)")
+        try:
+            parts = urlsplit(self.server)
+            parts.port  # noqa: B018 - raises on a port that is not a number
+        except ValueError:
+            raise ConfigError(f"ARA_API_SERVER={redact_url(self.server)!r} is not an http(s) URL") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(f"ARA_API_SERVER={redact_url(self.server)!r} is not an http(s) URL")
         self.server = self.server.rstrip("/")

@@ -27,17 +27,22 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ara_spool.flusher import orphans
 from ara_spool.flusher.client import AraClient
 from ara_spool.flusher.config import Config
 from ara_spool.flusher.ids import playbook_of
 from ara_spool.flusher.shipper import Outcome, RunShipper
 from ara_spool.spool import retention as retention_mod
 from ara_spool.spool import state as state_mod
+from ara_spool.spool.lock import is_locked
 from ara_spool.spool.paths import (
     STATE_SUFFIX,
     RunPaths,
+    UnsafeSpoolPath,
+    dir_fd,
     ensure_spool_dir,
     list_runs,
+    open_nofollow,
     spool_entry,
 )
 
@@ -155,7 +160,7 @@ class Daemon:
         states: dict[str, int] = {}
         try:
             self._dir_mtime = os.stat(self.cfg.spool_dir).st_mtime_ns
-            with os.scandir(self.cfg.spool_dir) as entries:
+            with os.scandir(dir_fd(self.cfg.spool_dir)) as entries:  # a dir swapped for a symlink is refused
                 for entry in entries:
                     name = entry.name
                     if name.endswith(STATE_SUFFIX):
@@ -167,6 +172,9 @@ class Daemon:
                         run_id, st = found
                         spools.append((st.st_mtime, run_id, st.st_size))
         except FileNotFoundError:
+            return {}
+        except UnsafeSpoolPath as exc:
+            log.error("%s", exc)
             return {}
         return {run_id: _Seen(size, states.get(run_id, 0)) for _, run_id, size in sorted(spools)}
 
@@ -246,6 +254,7 @@ class Daemon:
                 full = now - last_full >= FULL_SCAN_EVERY or self._dir_changed()
                 if full:
                     last_full = now
+                    self._end_orphans()
                 for run_id, snap in self.candidates(full).items():
                     if snap is None or run_id in self.active or self.paused.get(run_id, 0.0) > now:
                         continue
@@ -276,6 +285,20 @@ class Daemon:
         sd_notify("STATUS=stopped")
         log.info("stopped")
         return 0
+
+    def _end_orphans(self) -> None:
+        """Runs shipped up to their end but not ended, whose ansible-playbook is gone (its run_end
+        could not be spooled: a full disk): spool their end as expired; the next poll ships it. A
+        full disk still: tried again on the next full scan."""
+        for run_id in [r for r in self.seen if r not in self.ended and r not in self.active]:
+            paths = RunPaths.of(self.cfg.spool_dir, run_id)
+            try:
+                if is_locked(paths) or not orphans.gone(orphans.recorder(paths)):
+                    continue  # its own flusher follows it (and ends it), or its play goes on
+                orphans.end_expired(paths)
+            except OSError as exc:
+                log.warning("run %s: cannot record the end of a run whose ansible-playbook is gone: %s "
+                            "(tried again in %.0fs)", run_id, exc, FULL_SCAN_EVERY)
 
     def _on_signal(self, sig: int) -> None:
         if not self.stop.is_set():
@@ -409,7 +432,7 @@ class Daemon:
 def _has_newline(paths: RunPaths, offset: int) -> bool:
     """Whether the spool has a complete line after offset (reads only until the first newline)."""
     try:
-        fd = os.open(paths.spool, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+        fd = open_nofollow(paths.spool, os.O_RDONLY)  # never blocks on a FIFO planted in its place
     except OSError:
         return False
     try:

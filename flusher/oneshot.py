@@ -16,15 +16,21 @@ from ara_spool.flusher.config import Config
 from ara_spool.flusher.ids import playbook_of
 from ara_spool.flusher.shipper import Outcome, RunShipper
 from ara_spool.spool import progress
-from ara_spool.spool.paths import RunPaths, ensure_spool_dir, list_runs
+from ara_spool.spool.paths import RunPaths, UnsafeSpoolPath, ensure_spool_dir, list_runs
 
 DEFAULT_TIMEOUT = 60.0  # seconds without progress before a one-shot gives a run up
 
 
 def pending_runs(cfg: Config) -> list[str]:
     """Runs with whole lines past their checkpoint here, or a dead flusher's tail to reconcile."""
-    return [run_id for run_id in list_runs(cfg.spool_dir)
-            if progress.read(RunPaths.of(cfg.spool_dir, run_id), cfg.destination).needs_flush]
+    return [run_id for run_id in list_runs(cfg.spool_dir) if _needs_flush(cfg, run_id)]
+
+
+def _needs_flush(cfg: Config, run_id: str) -> bool:
+    try:
+        return progress.read(RunPaths.of(cfg.spool_dir, run_id), cfg.destination).needs_flush
+    except UnsafeSpoolPath:
+        return True  # its shipper refuses it with a message naming the file; the other runs go on
 
 
 def stop_on_signals(stop: asyncio.Event) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import time
@@ -45,6 +46,15 @@ BATCH_LINES = 500
 T = TypeVar("T")
 # While a checkpoint waits on this run (it touches the lock file), progress is saved this often.
 WATCHED_SAVE_SECONDS = 0.2
+# A write refused for lack of space (ENOSPC, EDQUOT) is retried this often: a full disk is a pause.
+DISK_RETRY_SECONDS = 1.0
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS
+
+
 # A stop lets the request in flight finish for this long (a working Ara answers in milliseconds:
 # the checkpoint then stays clean); a request still hanging after it is cancelled.
 STOP_GRACE_SECONDS = 0.5
@@ -159,6 +169,9 @@ class RunShipper:
         self._halt: _Stop | None = None
         self._skip: set[int] = set()
         self._with_retries: Callable[..., Awaitable[Any]] | None = None
+        self._shipping = False  # mid-run: a checkpoint refused for lack of space is deferred
+        self._disk_full_since: float | None = None
+        self._disk_full_why = ""
 
     # -- the loop ---------------------------------------------------------------------------
     async def run(self) -> Outcome:
@@ -188,11 +201,12 @@ class RunShipper:
                          st.run_id, st.offset)
             st.clean = False
             try:
-                state_mod.save(self.paths, st)
+                await self._save_when_space()  # a crash from here on must make the next flusher reconcile
             except OSError as exc:
                 return Outcome(self.paths.run_id, "error", message=f"cannot save the run's state: {exc}",
                                destination=dest)
             outcome: Outcome
+            self._shipping = True
             try:
                 await self._first_contact()
                 await self._loop()
@@ -206,6 +220,7 @@ class RunShipper:
                 outcome = Outcome(st.run_id, "error", message=str(exc))
                 self._record_error(str(exc))
             finally:
+                self._shipping = False
                 await self._abandon()
                 if self._stop_waiter is not None:
                     self._stop_waiter.cancel()
@@ -218,7 +233,7 @@ class RunShipper:
                 self._requests_saved = self._requests
                 st.updated = now_iso()
                 try:
-                    self._save()
+                    await self._save_when_space()
                 except OSError as exc:
                     # The last durable checkpoint says clean=false: the next flusher reconciles.
                     log.error("run %s: cannot save the run's state: %s", st.run_id, exc)
@@ -285,8 +300,14 @@ class RunShipper:
                 if self.until_end and not st.ended and self._orphaned() and not self._ended_for_parent:
                     # The run's ansible-playbook died (SIGKILL) without a run_end: record that it
                     # ended, as Ara's "expired", so the playbook does not stay "running" forever.
+                    try:
+                        writer.append(st.run_id, "run_end", {"status": "expired"}, spool_dir=self.paths.spool_dir)
+                    except OSError as exc:
+                        if not disk_full(exc):
+                            raise
+                        await self._disk_pause(exc, "cannot spool the run's end")
+                        continue
                     self._ended_for_parent = True
-                    writer.append(st.run_id, "run_end", {"status": "expired"}, spool_dir=self.paths.spool_dir)
                     log.warning("run %s: its ansible-playbook (pid %s) is gone without ending the run; "
                                 "recorded the run as expired", st.run_id, self.parent_pid)
                     continue
@@ -382,8 +403,55 @@ class RunShipper:
                                     if not e.done and e.sent_above is not None], default=moving)
         try:
             state_mod.save(self.paths, st, durable=durable)
+        except OSError as exc:
+            if not disk_full(exc) or not self._shipping:
+                raise
+            # Mid-run, a full disk defers the checkpoint: the one on disk says clean=false, so a
+            # crash now makes the next flusher reconcile. The run's last save waits for space.
+            self._note_disk_full(exc, "cannot save the checkpoint")
+        else:
+            self._disk_back()
         finally:
             self.ids.last_result = moving
+
+    # -- a full disk is a pause --------------------------------------------------------------
+    def _note_disk_full(self, exc: OSError, what: str) -> None:
+        if self._disk_full_since is None:
+            self._disk_full_since = time.monotonic()
+            self._disk_full_why = f"{what}: {exc.strerror or exc}"
+            log.warning("run %s: spool disk full (%s: %s): paused writes, retrying every %.0fs until space frees",
+                        self.paths.run_id, what, exc.strerror or exc, DISK_RETRY_SECONDS)
+
+    def _disk_back(self) -> None:
+        if self._disk_full_since is not None:
+            # Said again: the first warning went to a log on that same full disk, and may be lost.
+            log.warning("run %s: spool disk full for %.0fs (%s), paused until now; it has space again: going on",
+                        self.paths.run_id, time.monotonic() - self._disk_full_since, self._disk_full_why)
+            self._disk_full_since = None
+
+    async def _disk_pause(self, exc: OSError, what: str) -> None:
+        """Wait DISK_RETRY_SECONDS (or a stop) after a write refused for lack of space; past the
+        deadline (no progress for `timeout`) or after a stop, the error is raised."""
+        self._note_disk_full(exc, what)
+        if self.stop.is_set() or self._past_deadline():
+            raise exc
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stop.wait(), DISK_RETRY_SECONDS)
+
+    async def _save_when_space(self) -> None:
+        """A durable checkpoint that must land (the run's first and last): a full disk is waited out."""
+        was, self._shipping = self._shipping, False
+        try:
+            while True:
+                try:
+                    self._save()
+                    return
+                except OSError as exc:
+                    if not disk_full(exc):
+                        raise
+                    await self._disk_pause(exc, "cannot save the checkpoint")
+        finally:
+            self._shipping = was
 
     def _checkpoint(self, force: bool = False) -> None:
         st = self.state
@@ -599,7 +667,7 @@ class RunShipper:
     def _quarantine(self, line: Line, reason: str) -> None:
         st = self.state
         assert st is not None
-        quarantine.reject(self.paths, line.offset, line.raw, reason)
+        quarantine.reject(self.paths, line.offset, line.raw, reason, end=line.end)
         st.quarantined += 1
         self._quarantined += 1
         log.warning("run %s: quarantined the line at offset %d: %s", st.run_id, line.offset, reason)

@@ -12,8 +12,8 @@ from ara_spool.flusher.config import Config
 from ara_spool.flusher.ids import playbook_of
 from ara_spool.spool import progress, quarantine
 from ara_spool.spool import state as state_mod
-from ara_spool.spool.lock import is_locked
-from ara_spool.spool.paths import RunPaths, list_runs
+from ara_spool.spool.lock import check_run_files, is_locked
+from ara_spool.spool.paths import RunPaths, UnsafeSpoolPath, list_runs
 
 
 def ara_base(dest: str) -> str | None:
@@ -24,37 +24,53 @@ def ara_base(dest: str) -> str | None:
 def collect(cfg: Config, runs: list[str] | None = None) -> list[dict[str, Any]]:
     rows = []
     for run_id in runs or list_runs(cfg.spool_dir):
-        paths = RunPaths.of(cfg.spool_dir, run_id)
-        # Where the run was shipped last: that Ara's checkpoint, and a link into it.
-        prog = progress.read(paths)
-        st = prog.state or state_mod.RunState(run_id)
         try:
-            mtime = os.stat(paths.spool, follow_symlinks=False).st_mtime
-        except FileNotFoundError:
-            mtime = None
-        pb = playbook_of(st)
-        base = ara_base(st.dest)
-        rows.append({
-            "run": run_id,
-            "pending": prog.pending_lines,
-            "pending_tail_bytes": prog.torn,
-            "shipped": st.shipped,
-            "quarantined": quarantine.count(paths),
-            "ended": st.ended,
-            "final_status": st.final_status,
-            "flushing": is_locked(paths),
-            "age_seconds": round(time.time() - mtime, 1) if mtime else None,
-            "requests": st.requests,
-            "last_error": st.last_error,
-            "last_error_at": st.last_error_at,
-            "failing_since": st.first_error_at,
-            "playbook_id": pb,
-            "ara_server": base,
-            "ara_url": f"{base}/playbooks/{pb}.html" if pb and base else None,
-            "destinations": [ara_base(d) or "(unknown)" for d in st.destinations() if d or st.sink],
-            "spool": str(paths.spool),
-        })
+            rows.append(_row(cfg, run_id))
+        except UnsafeSpoolPath as exc:  # a planted FIFO, symlink, foreign file: say so, go on
+            rows.append(_refused_row(cfg, run_id, exc))
     return rows
+
+
+def _refused_row(cfg: Config, run_id: str, exc: OSError) -> dict[str, Any]:
+    return {"run": run_id, "pending": 0, "pending_tail_bytes": 0, "shipped": 0, "quarantined": 0, "ended": False,
+            "final_status": "refused", "flushing": False, "age_seconds": None, "requests": 0,
+            "last_error": str(exc), "last_error_at": None, "failing_since": None, "playbook_id": None,
+            "ara_server": None, "ara_url": None, "destinations": [],
+            "spool": str(RunPaths.of(cfg.spool_dir, run_id).spool)}
+
+
+def _row(cfg: Config, run_id: str) -> dict[str, Any]:
+    paths = RunPaths.of(cfg.spool_dir, run_id)
+    check_run_files(paths)  # a planted FIFO or symlink is reported, never opened as the run's file
+    # Where the run was shipped last: that Ara's checkpoint, and a link into it.
+    prog = progress.read(paths)
+    st = prog.state or state_mod.RunState(run_id)
+    try:
+        mtime = os.stat(paths.spool, follow_symlinks=False).st_mtime
+    except FileNotFoundError:
+        mtime = None
+    pb = playbook_of(st)
+    base = ara_base(st.dest)
+    return {
+        "run": run_id,
+        "pending": prog.pending_lines,
+        "pending_tail_bytes": prog.torn,
+        "shipped": st.shipped,
+        "quarantined": quarantine.count(paths),
+        "ended": st.ended,
+        "final_status": st.final_status,
+        "flushing": is_locked(paths),
+        "age_seconds": round(time.time() - mtime, 1) if mtime else None,
+        "requests": st.requests,
+        "last_error": st.last_error,
+        "last_error_at": st.last_error_at,
+        "failing_since": st.first_error_at,
+        "playbook_id": pb,
+        "ara_server": base,
+        "ara_url": f"{base}/playbooks/{pb}.html" if pb and base else None,
+        "destinations": [ara_base(d) or "(unknown)" for d in st.destinations() if d or st.sink],
+        "spool": str(paths.spool),
+    }
 
 
 def _age(seconds: float | None) -> str:

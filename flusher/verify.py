@@ -24,6 +24,7 @@ import fcntl
 import json
 import os
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +93,17 @@ def _repair_torn_tail(paths: RunPaths) -> int:
 def _cut_torn_tail(paths: RunPaths) -> int:
     fd = open_nofollow(paths.spool, os.O_RDWR)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        # A writer holds this lock for one line: waiting longer means someone keeps it (a stuck
+        # process, or a group member): never hang on it, report the run as busy.
+        deadline = time.monotonic() + 5.0
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    return -1
+                time.sleep(0.05)
         size = os.fstat(fd).st_size
         start = size
         while start > 0:  # the tail is short unless a writer died mid-way through a huge line
@@ -234,7 +245,7 @@ def verify_run(cfg: Config, run_id: str, repair: bool = False) -> dict[str, Any]
 
     if repair:
         for line in missing:
-            quarantine.reject(paths, line.offset, line.raw, f"{line.error} (found by verify --repair)")
+            quarantine.reject(paths, line.offset, line.raw, f"{line.error} (found by verify --repair)", end=line.end)
             report["repaired"].append(f"quarantined the bad line at offset {line.offset}")
         missing_at = tuple(f"offset {line.offset}: " for line in missing)
         problems[:] = [p for p in problems if not (missing_at and p.startswith(missing_at))]
@@ -242,7 +253,8 @@ def verify_run(cfg: Config, run_id: str, repair: bool = False) -> dict[str, Any]
         if torn:
             moved = _repair_torn_tail(paths)
             if moved < 0:
-                notes.append("torn tail not repaired: a flusher holds the run; try again when it is done")
+                notes.append("torn tail not repaired: a flusher holds the run (or a process keeps the spool "
+                             "locked); try again when it is done")
             elif moved:
                 report["repaired"].append(f"moved a torn tail of {moved} byte(s) at offset {last_end} to the "
                                           "quarantine")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -13,6 +14,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from ara_spool.spool import paths as paths_mod
 from ara_spool.spool import progress, quarantine, settings
 from ara_spool.spool.lock import is_locked
 from ara_spool.spool.paths import RunPaths, default_spool_dir, ensure_spool_dir, open_nofollow
@@ -75,15 +77,54 @@ DEFAULT_SERVER = "http://127.0.0.1:8000"  # the flusher's default, for the hint 
 
 
 def _server(prog: progress.RunProgress, env: dict[str, str] | None) -> str:
-    """The Ara a run is shipped to: the flusher's checkpoint says; else the settings it was given."""
+    """The Ara a run is shipped to: the flusher's checkpoint says; else the settings it was given.
+    Never with credentials: a URL's user:password@ is dropped (the hint says how to pass them)."""
     dest = prog.state.dest if prog.state is not None else ""
     if dest.endswith("/api/v1"):
         return dest[: -len("/api/v1")]
     return (env or {}).get("ARA_API_SERVER") or os.environ.get("ARA_API_SERVER") or DEFAULT_SERVER
 
 
-def flush_hint(run_id: str, directory: Path, server: str) -> str:
-    return f"ara-spool flush --run {run_id} --server {server} --spool-dir {directory}"
+def _shared(directory: Path) -> bool:
+    """The spool is group-shared: by the setting, or a setgid group-writable dir (the documented 2770)."""
+    if paths_mod.group_shared():
+        return True
+    try:
+        mode = os.stat(directory).st_mode
+    except OSError:
+        return False
+    return bool(mode & stat.S_ISGID and mode & 0o020)
+
+
+def flush_hint(run_id: str, directory: Path, server: str, env: dict[str, str] | None = None) -> str:
+    """The command that ships the run by hand: the URL redacted, the group-shared setting it needs,
+    and how to give the credential (by environment or file, never on the command line)."""
+    merged = {**os.environ, **(env or {})}
+    shown = settings.redact_url(server)
+    prefix = "ARA_SPOOL_GROUP_SHARED=true " if _shared(directory) else ""
+    cmd = f"{prefix}ara-spool flush --run {run_id} --server {shown} --spool-dir {directory}"
+    url_creds = any(settings.url_has_credentials(u) for u in (server, merged.get("ARA_API_SERVER", "")))
+    if url_creds or merged.get("ARA_API_USERNAME") or merged.get("ARA_API_TOKEN") or \
+            merged.get("ARA_API_TOKEN_FILE") or merged.get("ARA_API_PASSWORD_FILE"):
+        cmd += (" (credentials by environment, never in the URL: ARA_API_USERNAME with ARA_API_PASSWORD_FILE,"
+                " or ARA_API_TOKEN_FILE)")
+    return cmd
+
+
+def _flusher_said(paths: RunPaths) -> str | None:
+    """The last message the run's flusher wrote to its log (why it stopped), redacted."""
+    try:
+        fd = open_nofollow(paths.flusher_log, os.O_RDONLY)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        fh.seek(max(0, size - 8192))
+        lines = [ln.strip() for ln in fh.read().decode("utf-8", "replace").splitlines() if ln.strip()]
+    said = [ln for ln in lines if ln.startswith("ara-spool: ")] or lines
+    if not said:
+        return None
+    return " ".join(settings.redact_url(w) for w in said[-1].removeprefix("ara-spool: ").split(" "))
 
 
 def end_of_run(run_id: str, directory: Path, budget: float, proc: subprocess.Popen[bytes] | None,
@@ -109,7 +150,16 @@ def end_of_run(run_id: str, directory: Path, budget: float, proc: subprocess.Pop
         "timeout": f"still shipping after {budget:.0f}s",
         "gone": "its flusher stopped" + (f" (exit {proc.returncode})" if proc is not None else ""),
     }.get(why, why)
+    if why == "gone" and proc is not None and proc.returncode:
+        said = _flusher_said(paths)  # the real cause (a configuration error...), not only its exit code
+        if said:
+            reason += f": {said}"
     going = proc is not None and proc.poll() is None
+    if going and paths_mod.disk_full(directory):
+        # Its checkpoint cannot be written (ENOSPC): it looks stalled but waits for space, and
+        # ends the run itself once the playbook is gone.
+        reason = "the spool's disk is full"
+        why = "timeout"
     if going and why == "timeout":
         after = f"; its flusher (pid {proc.pid}) goes on shipping in the background"
     else:
@@ -117,7 +167,7 @@ def end_of_run(run_id: str, directory: Path, budget: float, proc: subprocess.Pop
             proc.send_signal(signal.SIGTERM)
         after = "; they wait in the spool"
     return (f"ara-spool: run {run_id}: {prog.pending_lines} event(s) not in Ara yet ({reason}){after}. "
-            f"To ship them: {flush_hint(run_id, directory, _server(prog, env))}")
+            f"To ship them: {flush_hint(run_id, directory, _server(prog, env), env)}")
 
 
 def checkpoint_flush(run_id: str, directory: Path, timeout: float, env: dict[str, str]) -> tuple[bool, str]:
@@ -134,7 +184,7 @@ def checkpoint_flush(run_id: str, directory: Path, timeout: float, env: dict[str
         if why != "gone":
             reason = prog.last_error or f"not all shipped within {timeout:.0f}s"
             return False, (f"run {run_id} not flushed: {reason}; the spool keeps it "
-                           f"(`{flush_hint(run_id, directory, _server(prog, env))}`)")
+                           f"(`{flush_hint(run_id, directory, _server(prog, env), env)}`)")
     full_env = dict(os.environ)
     full_env.update(env)
     full_env["ARA_SPOOL_DIR"] = str(directory)
@@ -162,5 +212,6 @@ def checkpoint_flush(run_id: str, directory: Path, timeout: float, env: dict[str
     prog = progress.read(paths)
     about_run = [ln for ln in lines if ln.startswith(f"ara-spool: run {run_id}:")]
     reason = (about_run or lines or [f"flusher exit {proc.returncode}"])[-1].removeprefix("ara-spool: ")
+    reason = " ".join(settings.redact_url(w) for w in reason.split(" "))
     return False, (f"run {run_id} not flushed: {reason}; the spool keeps it "
-                   f"(`{flush_hint(run_id, directory, _server(prog, env))}`)")
+                   f"(`{flush_hint(run_id, directory, _server(prog, env), env)}`)")

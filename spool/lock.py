@@ -5,7 +5,7 @@ from __future__ import annotations
 import fcntl
 import os
 
-from ara_spool.spool.paths import RunPaths, open_nofollow
+from ara_spool.spool.paths import RunPaths, UnsafeSpoolPath, open_nofollow
 
 
 class RunLock:
@@ -26,8 +26,20 @@ class RunLock:
         self.close()
 
 
+def check_run_files(paths: RunPaths) -> None:
+    """Refuse (UnsafeSpoolPath naming the file) a run whose spool or state file is a symlink, a FIFO
+    or device, or not owned as expected, before anything is created for it."""
+    for path in (paths.spool, paths.state):
+        try:
+            os.close(open_nofollow(path, os.O_RDONLY))
+        except FileNotFoundError:
+            pass
+
+
 def try_lock(paths: RunPaths) -> RunLock | None:
-    """Take the run's lock without waiting; None if another flusher holds it."""
+    """Take the run's lock without waiting; None if another flusher holds it. A refused run gets
+    no lock file (check_run_files first)."""
+    check_run_files(paths)
     fd = open_nofollow(paths.lock, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -41,9 +53,15 @@ def try_lock(paths: RunPaths) -> RunLock | None:
 
 
 def is_locked(paths: RunPaths) -> bool:
-    """Whether a flusher holds the run's lock right now."""
-    lock = try_lock(paths)
-    if lock is None:
+    """Whether a flusher holds the run's lock right now (creates nothing: no lock file, no flusher)."""
+    try:
+        fd = open_nofollow(paths.lock, os.O_RDONLY)
+    except (FileNotFoundError, UnsafeSpoolPath):  # no lock file, or not one a flusher could hold
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
         return True
-    lock.close()
+    finally:
+        os.close(fd)
     return False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import stat
@@ -151,7 +152,8 @@ def list_runs(spool_dir: Path | str) -> list[str]:
     spool_dir = Path(spool_dir)
     runs: list[tuple[float, str]] = []
     try:
-        entries = list(os.scandir(spool_dir))
+        with os.scandir(dir_fd(spool_dir)) as it:  # through the handle: a symlinked dir is refused
+            entries = list(it)
     except FileNotFoundError:
         return []
     for entry in entries:
@@ -161,40 +163,160 @@ def list_runs(spool_dir: Path | str) -> list[str]:
     return [r for _, r in sorted(runs)]
 
 
-# O_NOFOLLOW: a spool, state or lock file replaced by a symlink is refused, never followed.
+# Every file in a spool dir is opened relative to a handle on the dir itself (opened without
+# following a link), never by a path walked again: a dir swapped for a symlink after it was
+# checked cannot redirect a create. O_NOFOLLOW: a file that is a symlink is refused. O_NONBLOCK:
+# a FIFO, device or socket planted in place of a file cannot block the open (it is then refused
+# by fstat, before any read or write).
 OPEN_FLAGS_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+_SAFE_FLAGS = OPEN_FLAGS_NOFOLLOW | os.O_NONBLOCK
+_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _SAFE_FLAGS
+
+# Spool dir handles, opened once per dir and process: path -> (fd, st_dev, st_ino).
+_DIR_FDS: dict[str, tuple[int, int, int]] = {}
 
 
-def open_nofollow(path: Path, flags: int, mode: int = 0o600) -> int:
-    """os.open that refuses symlinks and non-regular files; returns the fd."""
+def dir_fd(directory: Path | str) -> int:
+    """A handle on the spool dir, opened once without following a link. Each use checks that the
+    name still is that dir: a dir swapped for a symlink is refused (nothing is created there); a
+    dir removed and made again (a real dir) gets a new handle."""
+    key = os.fspath(directory) or "."
+    st = os.lstat(key)
+    if stat.S_ISLNK(st.st_mode):
+        raise UnsafeSpoolPath(f"spool dir {key} is a symlink (swapped for one?); refusing to follow it")
+    if not stat.S_ISDIR(st.st_mode):
+        raise UnsafeSpoolPath(f"spool dir {key} is not a directory; refusing it")
+    cached = _DIR_FDS.get(key)
+    # Same inode, and not removed meanwhile (a removed dir's inode number may come back for a new one).
+    if cached is not None and cached[1:] == (st.st_dev, st.st_ino) and os.fstat(cached[0]).st_nlink > 0:
+        return cached[0]
     try:
-        fd = os.open(path, flags | OPEN_FLAGS_NOFOLLOW, mode)
+        fd = os.open(key, _DIR_FLAGS)
     except OSError as exc:
-        if exc.errno == 40:  # ELOOP: the last component is a symlink
-            raise UnsafeSpoolPath(f"{path} is a symlink; refusing to follow it") from exc
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise UnsafeSpoolPath(f"spool dir {key} was swapped while opened; refusing it") from exc
         raise
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode):
+    fst = os.fstat(fd)
+    if (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino):
         os.close(fd)
-        raise UnsafeSpoolPath(f"{path} is not a regular file")
-    if flags & os.O_CREAT and mode == 0o600 and group_shared() and st.st_uid == os.geteuid() \
-            and stat.S_IMODE(st.st_mode) != 0o660:
-        # Group-shared spool: a file we own becomes group read-write (the umask may have masked it).
-        os.fchmod(fd, 0o660)
-    # A spool line becomes an audit record in Ara under the flusher's credentials: refuse a file
-    # others could have forged events into (created 0600 by us, so only one changed or planted
-    # after the fact). Readable by others is a leak, not a forgery: `ara-spool verify` warns.
-    problem = None
+        raise UnsafeSpoolPath(f"spool dir {key} was swapped while opened; refusing it")
+    if cached is not None:
+        os.close(cached[0])
+    _DIR_FDS[key] = (fd, fst.st_dev, fst.st_ino)
+    return fd
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a directory"), (stat.S_ISLNK, "a symlink")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def open_nofollow(path: Path | str, flags: int, mode: int = 0o600) -> int:
+    """Open a file of a spool dir relative to the dir's handle (dir_fd), refusing a symlink, a
+    FIFO, device or socket (without blocking on it), and a file not owned as expected; returns the
+    fd. A refusal raises UnsafeSpoolPath naming the file."""
+    parent, name = os.path.split(os.fspath(path))  # not pathlib: this runs for every append
+    dfd = dir_fd(parent)
+    try:
+        fd = os.open(name, flags | _SAFE_FLAGS, mode, dir_fd=dfd)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # the last component is a symlink
+            raise UnsafeSpoolPath(f"{path} is a symlink; refusing to follow it") from exc
+        if exc.errno in (errno.ENXIO, errno.ENODEV, errno.EISDIR):  # a FIFO without reader, a socket, a dir
+            raise UnsafeSpoolPath(f"{path} is not a regular file; refusing it") from exc
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise UnsafeSpoolPath(f"{path} is {_kind(st.st_mode)}, not a regular file; refusing it")
+        # O_NONBLOCK stays: a regular file's reads and writes ignore it.
+        if flags & os.O_CREAT and mode == 0o600 and group_shared() and st.st_uid == os.geteuid() \
+                and stat.S_IMODE(st.st_mode) != 0o660:
+            # Group-shared spool: a file we own becomes group read-write (the umask may have masked it).
+            os.fchmod(fd, 0o660)
+        problem = _owner_problem(st, dfd)
+        if problem:
+            raise UnsafeSpoolPath(f"{path} {problem}; refusing it")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _owner_problem(st: os.stat_result, dfd: int) -> str | None:
+    """Why a spool file is not owned as expected (None: it is).
+
+    A spool line becomes an audit record in Ara under the flusher's credentials: refuse a file
+    others could have forged events into (created 0600 by us, so only one changed or planted after
+    the fact). Readable by others is a leak, not a forgery: `ara-spool verify` warns."""
     if group_shared():
         if st.st_mode & 0o002:
-            problem = f"is writable by others (mode {stat.S_IMODE(st.st_mode):04o}), so its events could be forged"
-    elif st.st_uid not in (os.geteuid(), 0):
-        problem = (f"is owned by uid {st.st_uid}, not by this user (uid {os.geteuid()}) or root "
-                   "(run ara-spool as its owner, or share the spool with ARA_SPOOL_GROUP_SHARED)")
-    elif st.st_mode & 0o022:
-        problem = (f"is writable by group or others (mode {stat.S_IMODE(st.st_mode):04o}), so its events could be "
-                   "forged (chmod 600 it if its content is trusted)")
-    if problem:
-        os.close(fd)
-        raise UnsafeSpoolPath(f"{path} {problem}; refusing it")
-    return fd
+            return f"is writable by others (mode {stat.S_IMODE(st.st_mode):04o}), so its events could be forged"
+        dst = os.fstat(dfd)
+        if dst.st_mode & stat.S_ISGID and st.st_gid != dst.st_gid:
+            # A setgid spool dir gives each file its group: another group means a member made it
+            # private to itself (or linked it in from elsewhere).
+            return (f"is in group {st.st_gid}, not the spool's group {dst.st_gid} (made by a member "
+                    "outside the shared spool's rules)")
+        if st.st_nlink > 1 and st.st_uid != os.geteuid():
+            return f"has {st.st_nlink} links (a hard link to a file elsewhere?)"
+        return None
+    if st.st_uid not in (os.geteuid(), 0):
+        return (f"is owned by uid {st.st_uid}, not by this user (uid {os.geteuid()}) or root "
+                "(run ara-spool as its owner, or share the spool with ARA_SPOOL_GROUP_SHARED)")
+    if st.st_mode & 0o022:
+        return (f"is writable by group or others (mode {stat.S_IMODE(st.st_mode):04o}), so its events could be "
+                "forged (chmod 600 it if its content is trusted)")
+    return None
+
+
+def exists_in_dir(path: Path | str) -> bool:
+    """Whether the spool dir (through its handle) has an entry of that name (any type)."""
+    path = Path(path)
+    try:
+        os.stat(path.name, dir_fd=dir_fd(path.parent), follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def replace_in_dir(src: Path | str, dst: Path | str) -> None:
+    """os.replace of two names of one spool dir, through the dir's handle."""
+    src, dst = Path(src), Path(dst)
+    dfd = dir_fd(dst.parent)
+    os.replace(src.name, dst.name, src_dir_fd=dfd, dst_dir_fd=dfd)
+
+
+def unlink_in_dir(path: Path | str) -> None:
+    """Remove a name of a spool dir (missing is fine), through the dir's handle."""
+    path = Path(path)
+    try:
+        os.unlink(path.name, dir_fd=dir_fd(path.parent))
+    except FileNotFoundError:
+        pass
+
+
+def fsync_dir(directory: Path | str) -> None:
+    """fsync the spool dir (a rename in it becomes durable)."""
+    os.fsync(dir_fd(directory))
+
+
+# Below this much free space the spool's disk counts as full: writers and flushers pause.
+DISK_FULL_BYTES = 64 << 10
+
+
+def disk_free(directory: Path | str) -> int | None:
+    """Bytes free for us on the spool dir's filesystem (None when it cannot be told)."""
+    try:
+        st = os.fstatvfs(dir_fd(directory))
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def disk_full(directory: Path | str) -> bool:
+    free = disk_free(directory)
+    return free is not None and free < DISK_FULL_BYTES

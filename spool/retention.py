@@ -33,9 +33,13 @@ from ara_spool.spool.paths import (
     STATE_SUFFIX,
     RunPaths,
     UnsafeSpoolPath,
+    dir_fd,
     ensure_spool_dir,
+    exists_in_dir,
     list_runs,
     open_nofollow,
+    replace_in_dir,
+    unlink_in_dir,
 )
 
 log = logging.getLogger("ara_spool.retention")
@@ -186,11 +190,23 @@ def _gzip_into(src: Path, dest: Path) -> None:
     """src -> dest.gz, written to a temp name then renamed (a crash leaves no half archive)."""
     tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
     fd = open_nofollow(src, os.O_RDONLY)
-    with os.fdopen(fd, "rb") as fin, gzip.open(tmp, "wb") as fout:
-        shutil.copyfileobj(fin, fout, 1 << 20)
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, dest)
+    # Through the archive dir's handle (opened without following a link), never its path again.
+    unlink_in_dir(tmp)
+    try:
+        out_fd = open_nofollow(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except BaseException:
+        os.close(fd)
+        raise
+    try:
+        with os.fdopen(fd, "rb") as fin, os.fdopen(out_fd, "wb") as raw_out:
+            with gzip.GzipFile(fileobj=raw_out, mode="wb") as fout:
+                shutil.copyfileobj(fin, fout, 1 << 20)
+            raw_out.flush()
+            os.fsync(raw_out.fileno())
+        replace_in_dir(tmp, dest)
+    except BaseException:
+        unlink_in_dir(tmp)
+        raise
 
 
 def _retire(paths: RunPaths, action: str) -> bool:
@@ -206,12 +222,17 @@ def _retire(paths: RunPaths, action: str) -> bool:
     if fd is not None:
         try:
             # The writer appends under this flock: no append can start while we check and move.
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            # Not waiting: a flock held by someone else (a stuck writer, a group member) must not
+            # stop the daemon; the run is tried again on the next pass.
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
             size = os.fstat(fd).st_size
             st = state_mod.read_state_quiet(paths)
             if st is None or st.offset < size or not st.ended:
                 return False
-            os.rename(paths.spool, hidden)
+            replace_in_dir(paths.spool, hidden)
         finally:
             os.close(fd)  # releases the flock
         # A writer that opened the file just before the rename writes into the moved file once we
@@ -219,8 +240,9 @@ def _retire(paths: RunPaths, action: str) -> bool:
         time.sleep(_LATE_WRITER_GRACE)
         if _size(hidden) != size:
             try:
-                os.link(hidden, paths.spool)  # fails if a new spool file exists: keep both then
-                os.unlink(hidden)
+                dfd = dir_fd(paths.spool_dir)  # fails if a new spool file exists: keep both then
+                os.link(hidden.name, paths.spool.name, src_dir_fd=dfd, dst_dir_fd=dfd, follow_symlinks=False)
+                unlink_in_dir(hidden)
             except FileExistsError:
                 log.error("run %s: a late event landed in %s while it was being retired; keep that file "
                           "and ship it by hand", paths.run_id, hidden)
@@ -228,17 +250,22 @@ def _retire(paths: RunPaths, action: str) -> bool:
     if action == "archive":
         if fd is not None:
             _gzip_into(hidden, archive / (paths.run_id + ".jsonl.gz"))
-        if paths.rejected.exists():
+        if exists_in_dir(paths.rejected):
             _gzip_into(paths.rejected, archive / (paths.run_id + REJECTED_SUFFIX + ".gz"))
-        if paths.flusher_log.exists():
+        if exists_in_dir(paths.flusher_log):
             _gzip_into(paths.flusher_log, archive / (paths.flusher_log.name + ".gz"))
-        if paths.state.exists():
-            os.replace(paths.state, archive / (paths.run_id + STATE_SUFFIX))
-    for path in (hidden, paths.rejected, paths.flusher_log, paths.state):
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
+        if exists_in_dir(paths.state):
+            os.replace(paths.state.name, paths.run_id + STATE_SUFFIX,
+                       src_dir_fd=dir_fd(paths.spool_dir), dst_dir_fd=dir_fd(archive))
+    # Quarantined lines too long for their record, kept whole in files of their own.
+    with os.scandir(dir_fd(paths.spool_dir)) as entries:
+        lines = [paths.spool_dir / e.name for e in entries
+                 if e.name.startswith(paths.run_id + ".rejected.") and e.name.endswith(".line")]
+    if action == "archive":
+        for path in lines:
+            _gzip_into(path, archive / (path.name + ".gz"))
+    for path in (hidden, paths.rejected, paths.flusher_log, paths.state, *lines):
+        unlink_in_dir(path)
     return True
 
 
@@ -264,7 +291,7 @@ def apply(spool_dir: Path | str, retention: Retention, now: float | None = None)
                 if done:
                     # Unlinked while held: a flusher that opens the name now gets a fresh lock
                     # file and finds nothing to ship.
-                    os.unlink(paths.lock)
+                    unlink_in_dir(paths.lock)
         except (OSError, UnsafeSpoolPath) as exc:
             log.error("run %s: retention failed: %s", run_id, exc)
             report.failed.append(run_id)

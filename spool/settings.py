@@ -76,3 +76,23 @@ def env_choice(name: str, choices: tuple[str, ...], default: str) -> str:
     if raw not in choices:
         raise SettingError(f"{name}={raw!r}: use one of {', '.join(choices)}")
     return raw
+
+
+def redact_url(url: str) -> str:
+    """A URL without its user:password@ part, for every message, log line and printed command.
+    Textual (no parsing that could raise on a malformed URL): everything between `//` and the last
+    `@` before the path is dropped."""
+    scheme, sep, rest = str(url).partition("//")
+    if not sep:
+        return str(url)
+    cut = len(rest)
+    for ch in "/?#":
+        at = rest.find(ch)
+        if at >= 0:
+            cut = min(cut, at)
+    netloc, tail = rest[:cut], rest[cut:]
+    return scheme + sep + netloc.rpartition("@")[2] + tail
+
+
+def url_has_credentials(url: str) -> bool:
+    return redact_url(url) != str(url)

@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ara_spool.spool.paths import RunPaths, open_nofollow
+from ara_spool.spool.paths import RunPaths, exists_in_dir, fsync_dir, open_nofollow, replace_in_dir, unlink_in_dir
 from ara_spool.spool.schema import parse_time
+from ara_spool.spool.writer import write_all
 
 STATE_VERSION = 2
 UNKNOWN_DEST = ""  # a version 1 checkpoint: shipped somewhere, not recorded where
@@ -124,37 +125,42 @@ def load(paths: RunPaths, dest: str | None = None) -> RunState:
 
 
 def save(paths: RunPaths, state: RunState, *, durable: bool = True) -> None:
-    """Replace the state file atomically; durable adds fsync of the file and the directory."""
+    """Replace the state file, all or nothing: the whole buffer is written to a temp file (a short
+    write is continued), fsynced when durable, then renamed over the old one (and the dir
+    fsynced). On any failure (a full disk: ENOSPC) the temp file is removed, the old checkpoint
+    stays, and the OSError is raised."""
     tmp = paths.state.with_name(paths.state.name + f".tmp{os.getpid()}")
     data = json.dumps(state.to_json(), separators=(",", ":")).encode()
-    fd = open_nofollow(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # A name planted where our temp file goes is removed first: O_EXCL then makes the file ours.
+    unlink_in_dir(tmp)
+    fd = open_nofollow(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        os.write(fd, data)
-        if durable:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, paths.state)
-    if durable:
-        dfd = os.open(paths.spool_dir, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            os.fsync(dfd)
+            write_all(fd, data)
+            if durable:
+                os.fsync(fd)
         finally:
-            os.close(dfd)
+            os.close(fd)
+        replace_in_dir(tmp, paths.state)
+    except BaseException:
+        unlink_in_dir(tmp)
+        raise
+    if durable:
+        fsync_dir(paths.spool_dir)
 
 
 def set_aside(paths: RunPaths) -> Path:
     """Move an unreadable state file out of the way (kept for a post-mortem), return where."""
     dest = paths.state.with_name(paths.state.name + f".corrupt.{int(time.time())}")
-    os.replace(paths.state, dest)
+    replace_in_dir(paths.state, dest)
     return dest
 
 
 def read_state_quiet(paths: RunPaths, dest: str | None = None) -> RunState | None:
-    """load() for reports: None when missing or unreadable."""
-    if not Path(paths.state).exists():
-        return None
+    """load() for reports: None when missing or unreadable (or refused: a FIFO, a symlink)."""
     try:
+        if not exists_in_dir(paths.state):
+            return None
         return load(paths, dest)
     except (OSError, ValueError):
         return None

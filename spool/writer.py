@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ara_spool.spool import schema, settings
-from ara_spool.spool.paths import RunPaths, default_spool_dir, ensure_spool_dir, open_nofollow
+from ara_spool.spool.paths import RunPaths, default_spool_dir, dir_fd, ensure_spool_dir, open_nofollow
 
 # Larger events are cut down (content replaced by a marker with its head) before they are spooled.
 MAX_LINE_BYTES = 8 * 1024 * 1024
@@ -73,7 +73,8 @@ def _open_locked(path: Path) -> int:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
-                same = os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
+                parent, name = os.path.split(path)
+                same = os.stat(name, dir_fd=dir_fd(parent), follow_symlinks=False).st_ino == os.fstat(fd).st_ino
             except FileNotFoundError:
                 same = False
         except BaseException:
@@ -125,7 +126,13 @@ def append(
         line = encode(event)
         if len(line) > MAX_LINE_BYTES:
             line = _shrink(event, line)
-        write_all(fd, prefix + line)
+        try:
+            write_all(fd, prefix + line)
+        except OSError:
+            # A full disk (ENOSPC) or a short write: take back the part written, so that no torn
+            # line is left for the next writer to end (it would be quarantined).
+            os.ftruncate(fd, size)
+            raise
         if fsync:
             os.fsync(fd)
     finally:

@@ -88,7 +88,11 @@ def quarantined(spool_dir: Path, run_id: str) -> dict[int, tuple[str, bytes]]:
     out = {}
     for line in path.read_bytes().splitlines():
         rec = json.loads(line)
-        raw = base64.b64decode(rec["raw_b64"]) if "raw_b64" in rec else rec["raw"].encode("utf-8", "surrogatepass")
+        if "raw_file" in rec:  # a line too long for its record: kept whole in a file of its own
+            assert rec["raw_file"] == f"{run_id}.rejected.{rec['offset']}.line"
+            raw = (spool_dir / rec["raw_file"]).read_bytes()
+        else:
+            raw = base64.b64decode(rec["raw_b64"]) if "raw_b64" in rec else rec["raw"].encode("utf-8", "surrogatepass")
         assert rec["offset"] not in out, f"offset {rec['offset']} quarantined twice"
         out[rec["offset"]] = (rec["reason"], raw)
     return out
@@ -214,8 +218,8 @@ async def test_bad_input_corpus_each_line_shipped_or_quarantined(cfg, ara, spool
         elif fate == "quarantine":
             assert in_q, f"{name} was shipped"
             assert reason in q[offset][0], f"{name}: reason {q[offset][0]!r}"
-        if in_q and name != "9 MiB line":
-            # The quarantine keeps the line's bytes whole.
+        if in_q:
+            # The quarantine keeps the line's bytes whole (the 9 MiB line too, in its own file).
             start = offset
             with open(path, "rb") as fh:
                 fh.seek(start)
@@ -356,3 +360,34 @@ def test_world_readable_spool_file_is_still_read(spool_dir):
     writer.append("perm-read", "event", {"task": "t", "status": "ok", "host": "h"}, spool_dir=spool_dir)
     os.chmod(spool_dir / "perm-read.jsonl", 0o644)
     assert [ln.event is not None for ln in read_lines(spool_dir / "perm-read.jsonl")] == [True]
+
+
+async def test_a_line_over_8_mib_is_quarantined_whole_and_requeue_restores_it(cfg, ara, spool_dir):
+    """The quarantine keeps an over-long line's whole bytes (in a file of its own): `requeue` puts
+    it back (its content then cut down to a marker, as for any oversized event) and it ships once."""
+    from ara_spool.spool.quarantine import records, requeue
+
+    run_id = "big-line"
+    writer.append(run_id, "event", event(run_id, 1)["event"], spool_dir=spool_dir, ts=ts(1))
+    big = {"v": 1, "run": run_id, "seq": 0, "kind": "event", "ts": ts(2),
+           "event": {"task": "big", "status": "ok", "host": "h1", "details": {"blob": "x" * (9 << 20)}}}
+    raw = json.dumps(big).encode()
+    path = spool_dir / f"{run_id}.jsonl"
+    offset = path.stat().st_size
+    with open(path, "ab") as fh:
+        fh.write(raw + b"\n")
+    [outcome] = await oneshot.flush(cfg, [run_id], timeout=60)
+    assert outcome.status == "done" and outcome.quarantined == 1, outcome
+    [rec] = records(RunPaths.of(spool_dir, run_id))
+    assert rec["offset"] == offset and rec["raw_bytes"] == len(raw)
+    assert (spool_dir / rec["raw_file"]).read_bytes() == raw  # every byte, not a head
+    result = requeue(RunPaths.of(spool_dir, run_id))
+    assert (result.requeued, result.kept) == (1, 0)
+    assert not (spool_dir / rec["raw_file"]).exists() and records(RunPaths.of(spool_dir, run_id)) == []
+    [outcome] = await oneshot.flush(cfg, [run_id], timeout=60)
+    assert outcome.status == "done" and outcome.shipped == 1, outcome
+    results = ara.results(ara.playbook_for(run_id)["id"])
+    assert len(results) == 2
+    content = ara.result(results[-1]["id"])["content"]
+    assert content["ara_spool_truncated"] and content["original_bytes"] > 9 << 20
+    assert content["head"].startswith('{"blob"')

@@ -9,6 +9,7 @@ import asyncio
 import base64
 import os
 import stat
+import subprocess
 import sys
 from pathlib import Path
 
@@ -140,3 +141,58 @@ def test_new_spool_dir_is_private_under_umask_0(tmp_path):
     if not group_shared():
         assert stat.S_IMODE(os.stat(d).st_mode) == 0o700
         assert stat.S_IMODE(os.stat(d / "umask-0.jsonl").st_mode) == 0o600
+
+
+# -- a password given in the URL (ARA_API_SERVER=http://alice:PW@host) ---------------------------
+URL_PASSWORD = "urlpw-S3cr3t-91ab-do-not-leak"
+
+
+def _url_with_password(url: str) -> str:
+    return url.replace("://", f"://alice:{URL_PASSWORD}@", 1)
+
+
+@pytest.mark.parametrize("case", ["alone", "with-username", "bad-timeout", "missing-ca-bundle", "on-argv"])
+@pytest.mark.parametrize("command", ["flush", "status", "verify"])
+def test_url_credentials_refused_at_start_never_printed(cli_env, ara_server, spool_dir, case, command):
+    """Every error path of every command: a clear error naming what to do, the password nowhere."""
+    emit_events(spool_dir, "url-pw", 3, hosts=1)
+    env = dict(cli_env, ARA_API_SERVER=_url_with_password(ara_server.url))
+    argv = [sys.executable, "-m", "ara_spool.flusher", "-vv", command]
+    if case == "with-username":
+        env["ARA_API_USERNAME"] = "alice"
+    elif case == "bad-timeout":
+        env["ARA_API_TIMEOUT"] = "abc"
+    elif case == "missing-ca-bundle":
+        env["ARA_API_CA_BUNDLE"] = "/nonexistent/ca.pem"
+    elif case == "on-argv":
+        env["ARA_API_SERVER"] = ara_server.url
+        argv += ["--server", _url_with_password(ara_server.url)]
+    out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    text = out.stdout + out.stderr
+    assert URL_PASSWORD not in text, text
+    assert "Traceback" not in text, text
+    if case == "bad-timeout":
+        assert out.returncode == 2 and "ARA_API_TIMEOUT" in text
+    else:  # the URL is checked first (a missing CA bundle is reported once it is fixed)
+        assert out.returncode == 2 and "credentials in the URL" in text and "ARA_API_PASSWORD" in text, text
+    leaked = [p for p, data in _files_under(spool_dir).items() if URL_PASSWORD.encode() in data]
+    assert not leaked, f"password in {leaked}"
+
+
+@pytest.mark.parametrize("extra", [{}, {"ARA_API_TIMEOUT": "abc"}])
+def test_play_with_url_password_warns_with_the_cause_and_a_redacted_command(tmp_path, ara_server, extra):
+    """A real play: the warning gives the flusher's real cause and a retry command without the
+    password (it says how to pass the credential instead); no output, log or file has it."""
+    from tests.ansible_run import ansible_env, run_playbook
+
+    spool = tmp_path / "spool"
+    env = ansible_env(tmp_path, spool, _url_with_password(ara_server.url), **extra)
+    proc = run_playbook(env, "multi_play.yml", "-e", "ara_enabled=true", "-e", "ara_run_id=url-pw-play",
+                        timeout=180)
+    text = proc.stdout + proc.stderr
+    assert URL_PASSWORD not in text, text
+    cause = "ARA_API_TIMEOUT" if extra else "credentials in the URL"
+    assert cause in text, text
+    assert f"--server {ara_server.url} " in text and "credentials by environment" in text, text
+    leaked = [p for p, data in _files_under(spool).items() if URL_PASSWORD.encode() in data]
+    assert not leaked, f"password in {leaked}"

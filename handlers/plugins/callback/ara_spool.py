@@ -146,6 +146,7 @@ except ImportError as exc:  # the plugins are thin: the package must be in Ansib
 from ara_spool.handlers import parity  # noqa: E402
 from ara_spool.spool import events, writer  # noqa: E402
 from ara_spool.spool.paths import UnsafeRunId, check_run_id  # noqa: E402
+from ara_spool.spool.process import process_identity  # noqa: E402
 
 display = Display()
 MAX_FILE_BYTES = 1024 * 1024  # larger source files are recorded as a note, not their content
@@ -269,6 +270,9 @@ class CallbackModule(CallbackBase):
             "controller": controller,
             "user": self._user(),
             "python_version": ".".join(map(str, sys.version_info[:3])), "client_version": client_version(),
+            # Who records the run: a flusher ends it as expired once this process is gone without
+            # its end spooled (a full disk). Not sent to Ara.
+            "process": process_identity(self.main_pid),
         })
         if self.playbook_path:
             self._record_file(self.playbook_path)
