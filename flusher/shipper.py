@@ -27,10 +27,19 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import backoff
-from ara_spool.flusher.client import AraClient, AraError, AuthError, PermanentError, ServerError, TransientError
+from ara_spool.flusher import identity
+from ara_spool.flusher.client import (
+    AraClient,
+    AraError,
+    AuthError,
+    PermanentError,
+    ServerError,
+    StaleIdError,
+    TransientError,
+)
 from ara_spool.flusher.config import Config
 from ara_spool.flusher.ids import AraIds
-from ara_spool.flusher.mapping import Call, Hints, host_stats_plans, plan, run_label
+from ara_spool.flusher.mapping import Call, Hints, host_stats_plans, plan
 from ara_spool.flusher.reconcile import Reconciler, find
 from ara_spool.spool import quarantine, writer
 from ara_spool.spool import state as state_mod
@@ -51,6 +60,9 @@ STOP_GRACE_SECONDS = 0.5
 # Lines a window may read ahead of the oldest unanswered one, per request it may have in flight: the
 # dispatcher creates the next tasks' rows while the lanes still ship the last ones' results.
 READ_AHEAD = 4
+# Re-establishing the run's identity this many times in a row without shipping a line in between
+# stops the run (exit 7, spool kept): Ara keeps refusing an id it just confirmed.
+MAX_RESTARTS = 3
 
 
 API = "/api/v1"
@@ -159,6 +171,7 @@ class RunShipper:
         self._halt: _Stop | None = None
         self._skip: set[int] = set()
         self._with_retries: Callable[..., Awaitable[Any]] | None = None
+        self._cursor = 0  # the end of the last line handed out (window = 1)
 
     # -- the loop ---------------------------------------------------------------------------
     async def run(self) -> Outcome:
@@ -194,8 +207,7 @@ class RunShipper:
                                destination=dest)
             outcome: Outcome
             try:
-                await self._first_contact()
-                await self._loop()
+                await self._ship()
                 outcome = Outcome(st.run_id, "done")
                 st.last_error = st.first_error_at = None
             except _Stop as stop:
@@ -241,38 +253,81 @@ class RunShipper:
                         self.paths.run_id, exc, moved.name)
             return state_mod.RunState(self.paths.run_id, dest=dest)
 
-    async def _first_contact(self) -> None:
-        """The URL is Ara's API, and the playbook this checkpoint names is this run's there."""
+    async def _ship(self) -> None:
+        """First contact, then the spool; a fault that may mean another database (a stale id, an
+        outage) stops every write and starts again from the low-water mark once the run's
+        identity is established again."""
+        restarts, shipped_at = 0, -1
+        await self._first_contact()
+        while True:
+            try:
+                await self._loop()
+                return
+            except _Stop as stop:
+                if stop.status != "stale":
+                    raise
+                restarts = restarts + 1 if self._shipped == shipped_at else 1
+                shipped_at = self._shipped
+                if restarts > MAX_RESTARTS:
+                    raise _Stop("server", stop.message) from None
+                log.warning("run %s: %s: no Ara id of the run is trusted until its identity is checked again",
+                            self.paths.run_id, stop.message)
+                await self._restart()
+                await self._first_contact(parents=True)
+
+    async def _first_contact(self, parents: bool = False) -> None:
+        """The URL is Ara's API, and the ids this checkpoint holds are this run's there: its
+        playbook carries the run's label (each pass: one GET), and after any fault each cached
+        parent id is a row of that playbook."""
         await self._retrying(self.client.check_server)
         pb = self.ids.playbook
         if pb is None:
             return
         key = (self.paths.run_id, pb)
-        if key in self.client.checked_playbooks:
-            return
+        faults = self.client.faults
+        parents = parents or self.client.checked_playbooks.get(key) != faults
 
-        async def labels_of_playbook() -> list[str] | None:  # a coroutine function: backoff retries it
-            return await self.client.playbook_labels(pb)
+        async def why_not() -> str | None:  # a coroutine function: backoff retries it
+            return await identity.check(self.client, self.paths.run_id, self.ids, parents=parents)
 
-        labels = await self._retrying(labels_of_playbook)
-        if labels is None or run_label(self.paths.run_id).lower() not in {x.lower() for x in labels}:
-            st = self.state
-            assert st is not None
-            why = "is gone" if labels is None else "does not carry this run's label"
-            log.warning("run %s: the checkpoint's playbook %d %s at %s (a reset database, or another Ara): "
-                        "shipping the whole run there again", st.run_id, pb, why, self.config.display_server)
-            st.offset = st.shipped = 0
-            st.ended, st.final_status, st.sink, st.done_above = False, None, {}, []
-            self._skip = set()
-            self.ids = AraIds.bind(st)
-            self.reconciler = Reconciler(st.run_id, fresh=True, until=self.paths.spool_size())
+        why = await self._retrying(why_not)
+        if why is None:
+            self.client.checked_playbooks[key] = self.client.faults
             return
-        self.client.checked_playbooks.add(key)
+        st = self.state
+        assert st is not None
+        log.warning("run %s: %s at %s (a reset database, or another Ara): shipping the whole run there again",
+                    st.run_id, why, self.config.display_server)
+        st.offset = st.shipped = 0
+        st.ended, st.final_status, st.sink, st.done_above = False, None, {}, []
+        self._skip = set()
+        self.ids = AraIds.bind(st)
+        self.reconciler = Reconciler(st.run_id, fresh=True, until=self.paths.spool_size())
+
+    async def _restart(self) -> None:
+        """Stop writing: cancel what is in flight, and go back to the low-water mark. The lines
+        dispatched above it may be in Ara (each of their creates is looked up); those answered
+        are skipped."""
+        await self._abandon()
+        floor = min([e.sent_above for e in self._window if not e.done and e.sent_above is not None],
+                    default=self.ids.last_result)
+        self._skip |= {e.line.offset for e in self._window if e.done}
+        until = self._window[-1].line.end if self._window else 0
+        self._window.clear()
+        self._lanes.clear()
+        self._running.clear()
+        self._halt = None
+        self._slots = asyncio.Semaphore(self.window)
+        self._ahead = asyncio.Semaphore(READ_AHEAD * self.window)
+        st = self.state
+        assert st is not None
+        self.reconciler = Reconciler(st.run_id, after_crash=True, until=max(until, self._cursor), floor=floor)
 
     async def _loop(self) -> None:
         st = self.state
         assert st is not None
         cursor = st.offset  # the next line to read: ahead of st.offset while a window is in flight
+        self._cursor = cursor
         while True:
             if self.stop.is_set():
                 await self._settle()
@@ -310,6 +365,7 @@ class RunShipper:
                 elif self.window > 1:
                     await self._dispatch(line, hints)
                 else:
+                    self._cursor = line.end  # may be in Ara after a restart: looked up then
                     await self._handle(line, hints)
                     st.offset = line.end
                     self._since_ckpt += 1
@@ -673,6 +729,8 @@ class RunShipper:
             if self.stop.is_set():
                 raise _Stop("stopped", "stopped") from None
             raise _Stop("unreachable", str(exc)) from None
+        except StaleIdError as exc:
+            raise _Stop("stale", str(exc)) from None
         except AuthError as exc:
             raise _Stop("auth", str(exc)) from None
         except ServerError as exc:
@@ -694,10 +752,14 @@ class RunShipper:
     async def _execute(self, call: Call, offset: int) -> dict[str, Any]:
         """One call of the line at `offset`: looked up first when it may be in Ara already."""
         rec = self.reconciler
-        ambiguous = False
+        ambiguous = faulted = False
 
         async def attempt() -> dict[str, Any]:
-            nonlocal ambiguous
+            nonlocal ambiguous, faulted
+            if faulted:
+                # The first request after an outage: the server may have come back with another
+                # database. Nothing is written until the run's ids are checked again.
+                raise StaleIdError(f"{call.method} {call.path} failed")
             if rec.look_first(call, ambiguous, offset):
                 self._requests += 1
                 found = await find(self.client, rec.lookup(call, offset))
@@ -715,6 +777,7 @@ class RunShipper:
             except (TransientError, ServerError) as exc:
                 rec.answered(call, stored_unknown=exc.ambiguous and not ambiguous)
                 ambiguous = ambiguous or exc.ambiguous
+                faulted = True
                 raise
             except AraError:
                 rec.answered(call)
