@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import backoff
-from ara_spool.flusher import identity
+from ara_spool.flusher import identity, readback
 from ara_spool.flusher.client import (
     AraClient,
     AraError,
@@ -45,7 +45,7 @@ from ara_spool.spool import quarantine, writer
 from ara_spool.spool import state as state_mod
 from ara_spool.spool.lock import try_lock
 from ara_spool.spool.paths import RunPaths
-from ara_spool.spool.reader import Line, aread_lines
+from ara_spool.spool.reader import Line, aread_lines, read_lines
 from ara_spool.spool.schema import now_iso
 
 log = logging.getLogger("ara_spool.shipper")
@@ -63,6 +63,10 @@ READ_AHEAD = 4
 # Re-establishing the run's identity this many times in a row without shipping a line in between
 # stops the run (exit 7, spool kept): Ara keeps refusing an id it just confirmed.
 MAX_RESTARTS = 3
+# After an ambiguous failure the read-back waits this many API timeouts (at most LATE_MAX seconds)
+# after it: a create Ara still held then (a late commit) has landed, and its double is seen.
+LATE_TIMEOUTS = 2
+LATE_MAX = 60.0
 
 
 API = "/api/v1"
@@ -172,6 +176,8 @@ class RunShipper:
         self._skip: set[int] = set()
         self._with_retries: Callable[..., Awaitable[Any]] | None = None
         self._cursor = 0  # the end of the last line handed out (window = 1)
+        self._ambiguous_at: float | None = None  # when a create's outcome was last left unknown
+        self.readback: readback.Report | None = None  # the last read-back pass's findings
 
     # -- the loop ---------------------------------------------------------------------------
     async def run(self) -> Outcome:
@@ -262,14 +268,16 @@ class RunShipper:
         while True:
             try:
                 await self._loop()
+                await self._confirm()
                 return
             except _Stop as stop:
-                if stop.status != "stale":
+                if stop.status not in ("stale", "refault"):
                     raise
-                restarts = restarts + 1 if self._shipped == shipped_at else 1
-                shipped_at = self._shipped
-                if restarts > MAX_RESTARTS:
-                    raise _Stop("server", stop.message) from None
+                if stop.status == "stale":  # an outage is bounded by the timeout; a stale id by this
+                    restarts = restarts + 1 if self._shipped == shipped_at else 1
+                    shipped_at = self._shipped
+                    if restarts > MAX_RESTARTS:
+                        raise _Stop("server", stop.message) from None
                 log.warning("run %s: %s: no Ara id of the run is trusted until its identity is checked again",
                             self.paths.run_id, stop.message)
                 await self._restart()
@@ -304,10 +312,97 @@ class RunShipper:
         self.ids = AraIds.bind(st)
         self.reconciler = Reconciler(st.run_id, fresh=True, until=self.paths.spool_size())
 
+    async def _confirm(self) -> None:
+        """The read-back pass, when the run ended in this pass or a create's outcome is unknown:
+        Ara's rows of the run against its spool; doubles deleted, missing lines shipped again."""
+        st = self.state
+        assert st is not None
+        if self.ids.playbook is None or not (self.ids.unconfirmed or (st.ended and self._shipped)):
+            return
+        if self._ambiguous_at is not None:
+            grace = min(LATE_MAX, LATE_TIMEOUTS * self.config.timeout)
+            wait = self._ambiguous_at + grace - time.monotonic()
+            if wait > 0:
+                log.info("run %s: waiting %.1fs for a late commit before reading the run back", st.run_id, wait)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop.wait(), wait)
+                if self.stop.is_set():
+                    raise _Stop("stopped", "stopped")
+        skip = {rec["offset"] for rec in quarantine.records(self.paths) if isinstance(rec.get("offset"), int)}
+        wants = readback.expected(
+            (ln for ln in read_lines(self.paths.spool, 0) if ln.end <= st.offset), skip)
+        pb = self.ids.playbook
+
+        async def read() -> readback.Report:  # a coroutine function: backoff retries it
+            return await readback.read_back(self.client, pb, wants, self.ids)
+
+        t0 = time.monotonic()
+        await self._one_playbook(pb)
+        report = await self._retrying(read)
+        self._requests += report.requests
+        diff = report.diff
+        self.reconciler = Reconciler(st.run_id)  # what the read-back found missing is not in Ara
+        for offset in diff.missing:
+            [line] = [ln async for ln in aread_lines(self.paths.spool, offset, 1)]
+            await self._reship(line)
+        self.readback = report
+        log.log(logging.WARNING if diff.missing or diff.doubles else logging.INFO,
+                "run %s: read back %d results of playbook %d in %d requests (%.2fs): %d missing shipped "
+                "again, %d doubles deleted%s", st.run_id, diff.rows, pb, report.requests, time.monotonic() - t0,
+                len(diff.missing), report.deleted,
+                f", {diff.out_of_order} out of their host's order" if diff.out_of_order else "")
+        self.ids.unconfirmed = False
+        self._save()
+
+    async def _one_playbook(self, pb: int) -> None:
+        """Two flushers that shipped one run at once (copies of its spool) may each have made a
+        playbook: the lowest id is kept, the others are deleted (their flusher finds its ids gone
+        and ships into the kept one, looking up each create). If ours is not the lowest, this
+        flusher does that itself."""
+        async def labelled() -> list[int]:
+            return [p["id"] for p in await identity.run_playbooks(self.client, self.paths.run_id)]
+
+        found = await self._retrying(labelled)
+        keep = min([pb, *found])
+        self._requests += 1
+        for other in found:
+            if other == keep:
+                continue
+            log.warning("run %s: playbooks %d and %d both carry this run's label (two flushers shipped it at "
+                        "once): keeping %d, deleting %d", self.paths.run_id, keep, other, keep, other)
+
+            async def delete(other: int = other) -> None:
+                with contextlib.suppress(StaleIdError):  # already deleted by the other flusher
+                    await self.client.request("DELETE", f"/api/v1/playbooks/{other}")
+
+            await self._retrying(delete)
+            self._requests += 1
+        if keep != pb:
+            raise _Stop("stale", f"playbook {pb} was deleted for playbook {keep}")
+
+    async def _reship(self, line: Line) -> None:
+        """A line the read-back found missing in Ara: its calls, sent again."""
+        assert line.event is not None
+        gen = plan(line.event, self.ids, Hints())
+        try:
+            call = next(gen)
+            while True:
+                call = gen.send(await self._execute(call, line.offset))
+        except StopIteration:
+            pass
+
+    def _unknown_outcome(self) -> None:
+        self._ambiguous_at = time.monotonic()
+        if not self.ids.unconfirmed:
+            self.ids.unconfirmed = True
+            self._save(durable=False)
+
     async def _restart(self) -> None:
         """Stop writing: cancel what is in flight, and go back to the low-water mark. The lines
         dispatched above it may be in Ara (each of their creates is looked up); those answered
         are skipped."""
+        if self.reconciler.uncertain:
+            self._unknown_outcome()
         await self._abandon()
         floor = min([e.sent_above for e in self._window if not e.done and e.sent_above is not None],
                     default=self.ids.last_result)
@@ -759,7 +854,7 @@ class RunShipper:
             if faulted:
                 # The first request after an outage: the server may have come back with another
                 # database. Nothing is written until the run's ids are checked again.
-                raise StaleIdError(f"{call.method} {call.path} failed")
+                raise _Stop("refault", f"{call.method} {call.path} failed")
             if rec.look_first(call, ambiguous, offset):
                 self._requests += 1
                 found = await find(self.client, rec.lookup(call, offset))
@@ -778,6 +873,8 @@ class RunShipper:
                 rec.answered(call, stored_unknown=exc.ambiguous and not ambiguous)
                 ambiguous = ambiguous or exc.ambiguous
                 faulted = True
+                if exc.ambiguous and call.creates:
+                    self._unknown_outcome()
                 raise
             except AraError:
                 rec.answered(call)

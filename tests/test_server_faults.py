@@ -156,34 +156,38 @@ async def test_a_reset_database_under_the_daemon_with_another_run_shipped_meanwh
     api = AraAPI(own_ara.url)
     cfg = Config(server=own_ara.url, spool_dir=spool_dir, timeout=5, max_backoff=0.3)
     cfg.check()
+    loop = asyncio.get_running_loop()
+
+    async def off_loop(fn, *args):  # the daemon runs in this loop: never block it on Ara
+        return await loop.run_in_executor(None, fn, *args)
+
+    async def completed(run_id: str) -> dict | None:
+        t0 = time.monotonic()
+        while True:
+            pbs = [p for p in await off_loop(api.playbooks_for, run_id) if p["status"] == "completed"]
+            if pbs:
+                return pbs[0]
+            assert time.monotonic() - t0 < 60 and not task.done()
+            await asyncio.sleep(0.1)
+
     first = spool_run(spool_dir, "daemon-ours", hosts=HOSTS, tasks=3, end=None)
     daemon = Daemon(cfg, poll=0.1)
     task = asyncio.create_task(daemon.run())
     try:
         await wait_for_results(api, len(first), task)
         await asyncio.sleep(0.5)
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, reset, own_ara)
+        await off_loop(reset, own_ara)
         theirs = spool_run(spool_dir, "daemon-theirs", hosts=HOSTS, tasks=TASKS)
-        t0 = time.monotonic()
-        while True:  # the daemon ships the other run into the fresh database first
-            pbs = api.playbooks_for("daemon-theirs")
-            if pbs and pbs[0]["status"] == "completed":
-                break
-            assert time.monotonic() - t0 < 60
-            await asyncio.sleep(0.1)
-        before = snapshot(api, pbs[0]["id"])
+        other = await completed("daemon-theirs")  # the daemon ships it into the fresh database first
+        before = await off_loop(snapshot, api, other["id"])
         rest = spool_run(spool_dir, "daemon-ours", hosts=HOSTS, tasks=3, start_run=False)
-        t0 = time.monotonic()
-        while not (api.playbooks_for("daemon-ours") and api.playbook_for("daemon-ours")["status"] == "completed"):
-            assert time.monotonic() - t0 < 60 and not task.done()
-            await asyncio.sleep(0.1)
+        await completed("daemon-ours")
     finally:
         daemon.stop.set()
         await asyncio.wait_for(task, 30)
     assert_exactly_once(api, "daemon-ours", first + rest)
     assert_exactly_once(api, "daemon-theirs", theirs)
-    assert snapshot(api, pbs[0]["id"]) == before
+    assert snapshot(api, other["id"]) == before
     assert load(RunPaths.of(spool_dir, "daemon-ours"), cfg.destination).quarantined == 0
 
 
@@ -202,3 +206,112 @@ async def test_run_ids_that_differ_in_case_are_two_runs(cfg, ara):
         assert pb["id"] in {a.playbook, b.playbook, *(o.playbook for o in outcomes)}
         got = sorted(r["started"] for r in ara.results(pb["id"]))
         assert len(got) == len(spooled)
+
+
+def repeated_events(spool_dir, run_id: str, n: int = 30) -> list[dict]:
+    """An explicit event looped n times on one host (one task name), among a few on other hosts."""
+    from ara_spool.spool import writer
+
+    out = []
+    for i in range(n):
+        for host in ("loop-host", f"other{i % 3}") if i % 5 == 0 else ("loop-host",):
+            ev = writer.append(run_id, "event", {"task": "poll", "status": "ok", "host": host, "duration": 0.1,
+                                                 "details": {"i": i}}, spool_dir=spool_dir)
+            out.append(ev)
+    return out
+
+
+def assert_events_once(ara: AraAPI, run_id: str, events: list[dict]) -> None:
+    from tests.runs import host_of
+
+    assert_once_in_host_order(ara, run_id, [(host_of(e), e["ts"]) for e in events])
+
+
+async def test_repeated_events_after_a_lost_state_and_a_copied_spool(cfg, ara, tmp_path):
+    """30 results of one task on one host: a flush without its checkpoint (state removed, or the
+    spool copied to another spool dir) finds each among all of them, not among the newest 20
+    (before: +30 and +100 doubles)."""
+    run_id = "repeat-1"
+    events = repeated_events(cfg.spool_dir, run_id)
+    [first] = await oneshot.flush(cfg, [run_id], timeout=60)
+    assert first.status == "done"
+    RunPaths.of(cfg.spool_dir, run_id).state.unlink()
+    [again] = await oneshot.flush(cfg, [run_id], timeout=60)
+    assert again.status == "done" and again.playbook == first.playbook
+    copy = tmp_path / "copied"
+    copy.mkdir(mode=0o700)
+    shutil.copy(RunPaths.of(cfg.spool_dir, run_id).spool, RunPaths.of(copy, run_id).spool)
+    other = Config(server=cfg.server, spool_dir=copy, timeout=15)
+    other.check()
+    [copied] = await oneshot.flush(other, [run_id], timeout=60)
+    assert copied.status == "done" and copied.playbook == first.playbook
+    assert_events_once(ara, run_id, events)
+
+
+async def test_late_commits_through_a_delaying_proxy_converge(cfg, ara, proxy):
+    """Some creates reach Ara only after the client gave up on them (a late commit): the lookup
+    before the retry finds nothing and the retry makes a row; then the original commits. The
+    read-back at the end of the flush deletes those doubles, keeping each host's spool order
+    (before: doubles and per-host order breaks stayed)."""
+    run_id = "late-1"
+    spooled = spool_run(cfg.spool_dir, run_id, hosts=HOSTS, tasks=TASKS)
+    proxy.rules = [Rule("late", "POST", "/api/v1/results", every=7, times=3, seconds=1.5)]
+    [outcome] = await oneshot.flush(proxied(cfg, proxy, timeout=1), [run_id], timeout=60)
+    assert outcome.status == "done" and outcome.quarantined == 0, outcome
+    await proxy.settle()
+    assert proxy.late_done == 3
+    assert proxy.count("DELETE", "/api/v1/results") >= 1  # doubles were made, and removed
+    assert_exactly_once(ara, run_id, spooled)
+
+
+async def test_late_commits_behind_a_held_sqlite_write_lock_converge(own_ara, spool_dir):
+    """No proxy: Ara's database is write-locked for a few seconds (a backup, a long migration) past
+    the client's timeout; the creates waiting on the lock commit after it, retries included."""
+    import sqlite3
+    import threading
+
+    api = AraAPI(own_ara.url)
+    spooled = spool_run(spool_dir, "locked-1", hosts=HOSTS, tasks=TASKS)
+    cfg = Config(server=own_ara.url, spool_dir=spool_dir, timeout=1, max_backoff=0.3)
+    cfg.check()
+    loop = asyncio.get_running_loop()
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_lock() -> None:
+        db = sqlite3.connect(own_ara.base_dir / "ansible.sqlite", isolation_level=None)
+        db.execute("BEGIN IMMEDIATE")
+        locked.set()
+        release.wait(30)
+        db.execute("ROLLBACK")
+        db.close()
+
+    flush = asyncio.create_task(oneshot.flush(cfg, ["locked-1"], timeout=90))
+    await wait_for_results(api, 10, flush)
+    holder = threading.Thread(target=hold_lock)
+    holder.start()
+    await loop.run_in_executor(None, locked.wait, 10)
+    await asyncio.sleep(3)
+    release.set()
+    await loop.run_in_executor(None, holder.join)
+    [outcome] = await asyncio.wait_for(flush, 90)
+    assert outcome.status == "done" and outcome.quarantined == 0, outcome
+    assert_exactly_once(api, "locked-1", spooled)
+
+
+async def test_two_controllers_shipping_one_run_at_once_end_with_one_playbook(cfg, ara, tmp_path):
+    """Copies of one run's spool flushed by two flushers at the same moment: if both made a
+    playbook, the read-back keeps the lowest and deletes the other, and its flusher ships into the
+    kept one; doubles either made are deleted (before: 1 trial in 9 left 2 playbooks, 800 results
+    for 400)."""
+    for trial in range(3):
+        run_id = f"twice-{trial}"
+        spooled = spool_run(cfg.spool_dir, run_id, hosts=HOSTS, tasks=TASKS)
+        copy = tmp_path / f"copy{trial}"
+        copy.mkdir(mode=0o700)
+        shutil.copy(RunPaths.of(cfg.spool_dir, run_id).spool, RunPaths.of(copy, run_id).spool)
+        other = Config(server=cfg.server, spool_dir=copy, timeout=15)
+        other.check()
+        outcomes = await asyncio.gather(oneshot.flush(cfg, [run_id], timeout=60),
+                                        oneshot.flush(other, [run_id], timeout=60))
+        assert all(o.status == "done" for [o] in outcomes), outcomes
+        assert_exactly_once(ara, run_id, spooled)
