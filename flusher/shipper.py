@@ -21,7 +21,6 @@ import contextlib
 import logging
 import os
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -39,6 +38,7 @@ from ara_spool.flusher.client import (
 )
 from ara_spool.flusher.config import Config
 from ara_spool.flusher.ids import AraIds
+from ara_spool.flusher.ledger import Entry, Ledger
 from ara_spool.flusher.mapping import Call, Hints, host_stats_plans, plan
 from ara_spool.flusher.reconcile import Reconciler, find
 from ara_spool.spool import quarantine, writer
@@ -82,16 +82,6 @@ LANED = ("result", "event")  # events that ship in their host's lane when the wi
 def _lane_of(event: dict[str, Any]) -> str:
     body = event["result"] if event["kind"] == "result" else event["event"]
     return str(body["host"])
-
-
-@dataclass
-class _Entry:
-    """A line in flight (window > 1)."""
-
-    line: Line
-    done: bool = False
-    # The highest result id known when this line's result was sent: Ara gives it a higher one.
-    sent_above: int | None = None
 
 
 @dataclass
@@ -167,15 +157,13 @@ class RunShipper:
         self._cut: set[asyncio.Task[Any]] = set()
         # The window (window > 1): lines in flight in spool order, lanes by host, a stop from a lane.
         self.window = max(1, config.window)
-        self._window: deque[_Entry] = deque()
+        self.ledger = Ledger()  # lines in flight, the low-water mark, the result-id floor
         self._slots = asyncio.Semaphore(self.window)  # requests in flight
         self._ahead = asyncio.Semaphore(READ_AHEAD * self.window)  # lines handed to lanes, unanswered
         self._lanes: dict[str, asyncio.Future[None]] = {}
         self._running: set[asyncio.Future[None]] = set()
         self._halt: _Stop | None = None
-        self._skip: set[int] = set()
         self._with_retries: Callable[..., Awaitable[Any]] | None = None
-        self._cursor = 0  # the end of the last line handed out (window = 1)
         self._ambiguous_at: float | None = None  # when a create's outcome was last left unknown
         self.readback: readback.Report | None = None  # the last read-back pass's findings
 
@@ -199,7 +187,7 @@ class RunShipper:
             st = self.state
             fresh = st.fresh
             self.ids = AraIds.bind(st)
-            self._skip = set(st.done_above)  # shipped by an earlier flusher above its low-water mark
+            self.ledger = Ledger(st.offset, st.done_above)  # done_above: shipped by an earlier flusher
             self.reconciler = Reconciler(st.run_id, after_crash=not st.clean, fresh=fresh,
                                          until=self.paths.spool_size(), floor=self.ids.last_result)
             if not st.clean:
@@ -308,7 +296,7 @@ class RunShipper:
                     st.run_id, why, self.config.display_server)
         st.offset = st.shipped = 0
         st.ended, st.final_status, st.sink, st.done_above = False, None, {}, []
-        self._skip = set()
+        self.ledger = Ledger()
         self.ids = AraIds.bind(st)
         self.reconciler = Reconciler(st.run_id, fresh=True, until=self.paths.spool_size())
 
@@ -404,11 +392,7 @@ class RunShipper:
         if self.reconciler.uncertain:
             self._unknown_outcome()
         await self._abandon()
-        floor = min([e.sent_above for e in self._window if not e.done and e.sent_above is not None],
-                    default=self.ids.last_result)
-        self._skip |= {e.line.offset for e in self._window if e.done}
-        until = self._window[-1].line.end if self._window else 0
-        self._window.clear()
+        until, floor = self.ledger.rewind(self.ids.last_result)
         self._lanes.clear()
         self._running.clear()
         self._halt = None
@@ -416,13 +400,12 @@ class RunShipper:
         self._ahead = asyncio.Semaphore(READ_AHEAD * self.window)
         st = self.state
         assert st is not None
-        self.reconciler = Reconciler(st.run_id, after_crash=True, until=max(until, self._cursor), floor=floor)
+        self.reconciler = Reconciler(st.run_id, after_crash=True, until=until, floor=floor)
 
     async def _loop(self) -> None:
         st = self.state
         assert st is not None
         cursor = st.offset  # the next line to read: ahead of st.offset while a window is in flight
-        self._cursor = cursor
         while True:
             if self.stop.is_set():
                 await self._settle()
@@ -454,17 +437,14 @@ class RunShipper:
                 if self.stop.is_set():
                     await self._settle()
                     raise _Stop("stopped", "stopped")
-                if line.offset in self._skip:
-                    self._skip.discard(line.offset)
+                if self.ledger.skipped(line.offset):
                     self._passed(line)
                 elif self.window > 1:
                     await self._dispatch(line, hints)
                 else:
-                    self._cursor = line.end  # may be in Ara after a restart: looked up then
+                    entry = self.ledger.open(line.offset, line.end, line)
                     await self._handle(line, hints)
-                    st.offset = line.end
-                    self._since_ckpt += 1
-                    self._checkpoint()
+                    self._complete(entry)
                 cursor = line.end
 
     def _hold_point(self, lines: list[Line]) -> int:
@@ -525,12 +505,11 @@ class RunShipper:
         moving = self.ids.last_result
         # Lines done above the low-water mark: answered in this window, or by an earlier flusher
         # and not reached yet (dropping those would send them again).
-        st.done_above = sorted({e.line.offset for e in self._window if e.done} | self._skip)
+        st.done_above = self.ledger.done_above()
         # The floor of a later lookup: ids follow commit order, not spool order, so a result in
         # flight may get a lower id than one answered since; each is above what was known when it
         # was sent.
-        self.ids.last_result = min([e.sent_above for e in self._window
-                                    if not e.done and e.sent_above is not None], default=moving)
+        self.ids.last_result = self.ledger.floor(moving)
         try:
             state_mod.save(self.paths, st, durable=durable)
         finally:
@@ -607,8 +586,7 @@ class RunShipper:
 
     def _passed(self, line: Line) -> None:
         """A line an earlier flusher shipped above its low-water mark: done, nothing to send."""
-        entry = _Entry(line)
-        self._window.append(entry)
+        entry = self.ledger.open(line.offset, line.end, line)
         self._complete(entry)
 
     async def _dispatch(self, line: Line, hints: Hints) -> None:
@@ -616,8 +594,7 @@ class RunShipper:
             await self._settle()
         st = self.state
         assert st is not None
-        entry = _Entry(line)
-        self._window.append(entry)
+        entry = self.ledger.open(line.offset, line.end, line)
         event = line.event
         if event is None or event["run"] != st.run_id:
             why = line.error or "bad line" if event is None else \
@@ -646,7 +623,7 @@ class RunShipper:
             self._reject(line, exc)
         self._complete(entry)
 
-    async def _dispatch_host_stats(self, entry: _Entry) -> None:
+    async def _dispatch_host_stats(self, entry: Entry) -> None:
         """Each host's counters are independent: after every result is answered, they go out side
         by side, `window` at a time (one by one, a 200-host run spent 200 round trips here)."""
         await self._settle()
@@ -674,14 +651,14 @@ class RunShipper:
             self._count_shipped(event)
         self._complete(entry)
 
-    async def _spawn(self, lane: str, entry: _Entry, gen: Any, call: Call, hints: Hints) -> None:
+    async def _spawn(self, lane: str, entry: Entry, gen: Any, call: Call, hints: Hints) -> None:
         await self._ahead.acquire()  # the dispatcher waits while this many lines are in the lanes
         task = asyncio.ensure_future(self._lane(self._lanes.get(lane), entry, gen, call, hints))
         self._lanes[lane] = task
         self._running.add(task)
         task.add_done_callback(self._running.discard)
 
-    async def _lane(self, before: asyncio.Future[None] | None, entry: _Entry, gen: Any, call: Call,
+    async def _lane(self, before: asyncio.Future[None] | None, entry: Entry, gen: Any, call: Call,
                     hints: Hints) -> None:
         try:
             if before is not None and not before.done():  # this host's earlier result goes first
@@ -730,14 +707,13 @@ class RunShipper:
             task.cancel()
         await asyncio.gather(*running, return_exceptions=True)
 
-    def _complete(self, entry: _Entry) -> None:
-        entry.done = True
-        st = self.state
-        assert st is not None
-        while self._window and self._window[0].done:
-            done = self._window.popleft()
-            st.offset = done.line.end
-            self._since_ckpt += 1
+    def _complete(self, entry: Entry) -> None:
+        moved = self.ledger.done(entry)
+        if moved:
+            st = self.state
+            assert st is not None
+            st.offset = self.ledger.low_water
+            self._since_ckpt += moved
         self._checkpoint()
 
     def _reject(self, line: Line, exc: Exception) -> None:
