@@ -21,7 +21,7 @@ from ara_spool.spool import state as state_mod
 from ara_spool.spool.paths import RunPaths
 from ara_spool.spool.reader import read_lines
 from common import ara_server as start_ara
-from common import banner, build_run, load_str, median, save_results, table, tempdir
+from common import banner, build_run, load_str, machine, median, save_results, table, tempdir
 
 
 async def one(cfg: Config, run_id: str) -> tuple[int, float, int]:
@@ -44,7 +44,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
     sizes = [(10, 100)] if args.quick else [(10, 100), (20, 250)]
-    banner("read-back cost", {"sizes": sizes, "rounds": args.rounds})
+    banner("read-back cost", machine())
     rows, data = [], []
     with tempdir("bench-readback-") as base, start_ara(base / "ara") as server:
         for hosts, tasks in sizes:

@@ -3,9 +3,13 @@
 - The checkpoint (spool/state.py) is kept per destination (the normalised API URL): its offset and
   every Ara id created there. It is saved durably every `checkpoint_every` events or
   `checkpoint_seconds`, and on every exit; while a flusher works it says `clean: false`.
-- First contact, once per process and run: the URL must answer as Ara's API, and the playbook the
-  checkpoint names must still exist there with the run's `run_id:` label (a reset database reuses
-  ids). If it does not, the checkpoint is dropped and the whole run is shipped there again.
+- No Ara id is trusted across a fault (flusher/recovery.py): each pass checks that the playbook
+  the checkpoint names carries the run's label; a stale id (400 "Invalid pk", a 404 on a row of
+  the run) or the first write after a failed request stops every write, and the run goes on from
+  the low-water mark once its ids are checked again (or is shipped again, whole, if they are not
+  its own: a reset database reuses ids). The window's bookkeeping is flusher/ledger.py.
+- A read-back pass (flusher/readback.py) ends each run, and follows any create whose outcome is
+  unknown: doubles a late commit made are deleted, missing lines shipped again.
 - When a create may already be in Ara (a dead flusher, no checkpoint for this Ara, a lost
   response) it is looked up before it is sent: flusher/reconcile.py holds that policy.
 - Errors: a transient one (down, timeout, 5xx) is retried with backoff until `timeout` seconds pass
@@ -26,7 +30,6 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import backoff
-from ara_spool.flusher import identity, readback
 from ara_spool.flusher.client import (
     AraClient,
     AraError,
@@ -41,11 +44,13 @@ from ara_spool.flusher.ids import AraIds
 from ara_spool.flusher.ledger import Entry, Ledger
 from ara_spool.flusher.mapping import Call, Hints, host_stats_plans, plan
 from ara_spool.flusher.reconcile import Reconciler, find
+from ara_spool.flusher.recovery import Recovery
+from ara_spool.flusher.recovery import Stop as _Stop
 from ara_spool.spool import quarantine, writer
 from ara_spool.spool import state as state_mod
 from ara_spool.spool.lock import try_lock
 from ara_spool.spool.paths import RunPaths
-from ara_spool.spool.reader import Line, aread_lines, read_lines
+from ara_spool.spool.reader import Line, aread_lines
 from ara_spool.spool.schema import now_iso
 
 log = logging.getLogger("ara_spool.shipper")
@@ -60,13 +65,6 @@ STOP_GRACE_SECONDS = 0.5
 # Lines a window may read ahead of the oldest unanswered one, per request it may have in flight: the
 # dispatcher creates the next tasks' rows while the lanes still ship the last ones' results.
 READ_AHEAD = 4
-# Re-establishing the run's identity this many times in a row without shipping a line in between
-# stops the run (exit 7, spool kept): Ara keeps refusing an id it just confirmed.
-MAX_RESTARTS = 3
-# After an ambiguous failure the read-back waits this many API timeouts (at most LATE_MAX seconds)
-# after it: a create Ara still held then (a late commit) has landed, and its double is seen.
-LATE_TIMEOUTS = 2
-LATE_MAX = 60.0
 
 
 API = "/api/v1"
@@ -97,13 +95,6 @@ class Outcome:
     message: str | None = None
     playbook: int | None = None
     destination: str | None = None
-
-
-class _Stop(Exception):
-    def __init__(self, status: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 class RunShipper:
@@ -164,8 +155,7 @@ class RunShipper:
         self._running: set[asyncio.Future[None]] = set()
         self._halt: _Stop | None = None
         self._with_retries: Callable[..., Awaitable[Any]] | None = None
-        self._ambiguous_at: float | None = None  # when a create's outcome was last left unknown
-        self.readback: readback.Report | None = None  # the last read-back pass's findings
+        self.recovery = Recovery(self)  # the run's identity at this Ara, and the read-back
 
     # -- the loop ---------------------------------------------------------------------------
     async def run(self) -> Outcome:
@@ -201,7 +191,7 @@ class RunShipper:
                                destination=dest)
             outcome: Outcome
             try:
-                await self._ship()
+                await self.recovery.ship()
                 outcome = Outcome(st.run_id, "done")
                 st.last_error = st.first_error_at = None
             except _Stop as stop:
@@ -247,150 +237,12 @@ class RunShipper:
                         self.paths.run_id, exc, moved.name)
             return state_mod.RunState(self.paths.run_id, dest=dest)
 
-    async def _ship(self) -> None:
-        """First contact, then the spool; a fault that may mean another database (a stale id, an
-        outage) stops every write and starts again from the low-water mark once the run's
-        identity is established again."""
-        restarts, shipped_at = 0, -1
-        await self._first_contact()
-        while True:
-            try:
-                await self._loop()
-                await self._confirm()
-                return
-            except _Stop as stop:
-                if stop.status not in ("stale", "refault"):
-                    raise
-                if stop.status == "stale":  # an outage is bounded by the timeout; a stale id by this
-                    restarts = restarts + 1 if self._shipped == shipped_at else 1
-                    shipped_at = self._shipped
-                    if restarts > MAX_RESTARTS:
-                        raise _Stop("server", stop.message) from None
-                log.warning("run %s: %s: no Ara id of the run is trusted until its identity is checked again",
-                            self.paths.run_id, stop.message)
-                await self._restart()
-                await self._first_contact(parents=True)
-
-    async def _first_contact(self, parents: bool = False) -> None:
-        """The URL is Ara's API, and the ids this checkpoint holds are this run's there: its
-        playbook carries the run's label (each pass: one GET), and after any fault each cached
-        parent id is a row of that playbook."""
-        await self._retrying(self.client.check_server)
-        pb = self.ids.playbook
-        if pb is None:
-            return
-        key = (self.paths.run_id, pb)
-        faults = self.client.faults
-        parents = parents or self.client.checked_playbooks.get(key) != faults
-
-        async def why_not() -> str | None:  # a coroutine function: backoff retries it
-            return await identity.check(self.client, self.paths.run_id, self.ids, parents=parents)
-
-        why = await self._retrying(why_not)
-        if why is None:
-            self.client.checked_playbooks[key] = self.client.faults
-            return
-        st = self.state
-        assert st is not None
-        log.warning("run %s: %s at %s (a reset database, or another Ara): shipping the whole run there again",
-                    st.run_id, why, self.config.display_server)
-        st.offset = st.shipped = 0
-        st.ended, st.final_status, st.sink, st.done_above = False, None, {}, []
-        self.ledger = Ledger()
-        self.ids = AraIds.bind(st)
-        self.reconciler = Reconciler(st.run_id, fresh=True, until=self.paths.spool_size())
-
-    async def _confirm(self) -> None:
-        """The read-back pass, when the run ended in this pass or a create's outcome is unknown:
-        Ara's rows of the run against its spool; doubles deleted, missing lines shipped again."""
-        st = self.state
-        assert st is not None
-        if self.ids.playbook is None or not (self.ids.unconfirmed or (st.ended and self._shipped)):
-            return
-        if self._ambiguous_at is not None:
-            grace = min(LATE_MAX, LATE_TIMEOUTS * self.config.timeout)
-            wait = self._ambiguous_at + grace - time.monotonic()
-            if wait > 0:
-                log.info("run %s: waiting %.1fs for a late commit before reading the run back", st.run_id, wait)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stop.wait(), wait)
-                if self.stop.is_set():
-                    raise _Stop("stopped", "stopped")
-        skip = {rec["offset"] for rec in quarantine.records(self.paths) if isinstance(rec.get("offset"), int)}
-        wants = readback.expected(
-            (ln for ln in read_lines(self.paths.spool, 0) if ln.end <= st.offset), skip)
-        pb = self.ids.playbook
-
-        async def read() -> readback.Report:  # a coroutine function: backoff retries it
-            return await readback.read_back(self.client, pb, wants, self.ids)
-
-        t0 = time.monotonic()
-        await self._one_playbook(pb)
-        report = await self._retrying(read)
-        self._requests += report.requests
-        diff = report.diff
-        self.reconciler = Reconciler(st.run_id)  # what the read-back found missing is not in Ara
-        for offset in diff.missing:
-            [line] = [ln async for ln in aread_lines(self.paths.spool, offset, 1)]
-            await self._reship(line)
-        self.readback = report
-        log.log(logging.WARNING if diff.missing or diff.doubles else logging.INFO,
-                "run %s: read back %d results of playbook %d in %d requests (%.2fs): %d missing shipped "
-                "again, %d doubles deleted%s", st.run_id, diff.rows, pb, report.requests, time.monotonic() - t0,
-                len(diff.missing), report.deleted,
-                f", {diff.out_of_order} out of their host's order" if diff.out_of_order else "")
-        self.ids.unconfirmed = False
-        self._save()
-
-    async def _one_playbook(self, pb: int) -> None:
-        """Two flushers that shipped one run at once (copies of its spool) may each have made a
-        playbook: the lowest id is kept, the others are deleted (their flusher finds its ids gone
-        and ships into the kept one, looking up each create). If ours is not the lowest, this
-        flusher does that itself."""
-        async def labelled() -> list[int]:
-            return [p["id"] for p in await identity.run_playbooks(self.client, self.paths.run_id)]
-
-        found = await self._retrying(labelled)
-        keep = min([pb, *found])
-        self._requests += 1
-        for other in found:
-            if other == keep:
-                continue
-            log.warning("run %s: playbooks %d and %d both carry this run's label (two flushers shipped it at "
-                        "once): keeping %d, deleting %d", self.paths.run_id, keep, other, keep, other)
-
-            async def delete(other: int = other) -> None:
-                with contextlib.suppress(StaleIdError):  # already deleted by the other flusher
-                    await self.client.request("DELETE", f"/api/v1/playbooks/{other}")
-
-            await self._retrying(delete)
-            self._requests += 1
-        if keep != pb:
-            raise _Stop("stale", f"playbook {pb} was deleted for playbook {keep}")
-
-    async def _reship(self, line: Line) -> None:
-        """A line the read-back found missing in Ara: its calls, sent again."""
-        assert line.event is not None
-        gen = plan(line.event, self.ids, Hints())
-        try:
-            call = next(gen)
-            while True:
-                call = gen.send(await self._execute(call, line.offset))
-        except StopIteration:
-            pass
-
-    def _unknown_outcome(self) -> None:
-        self._ambiguous_at = time.monotonic()
-        if not self.ids.unconfirmed:
-            self.ids.unconfirmed = True
-            self._save(durable=False)
-
     async def _restart(self) -> None:
         """Stop writing: cancel what is in flight, and go back to the low-water mark. The lines
         dispatched above it may be in Ara (each of their creates is looked up); those answered
         are skipped."""
         if self.reconciler.uncertain:
-            self._unknown_outcome()
+            self.recovery.unknown_outcome()
         await self._abandon()
         until, floor = self.ledger.rewind(self.ids.last_result)
         self._lanes.clear()
@@ -850,7 +702,7 @@ class RunShipper:
                 ambiguous = ambiguous or exc.ambiguous
                 faulted = True
                 if exc.ambiguous and call.creates:
-                    self._unknown_outcome()
+                    self.recovery.unknown_outcome()
                 raise
             except AraError:
                 rec.answered(call)
