@@ -403,3 +403,32 @@ async def test_verify_shows_the_read_back_comparison(cfg, ara, ara_server):
     report, ok = verify(cfg, [run_id])
     assert not ok and report[0]["read_back"]["doubled"] == 1
     assert any("read-back" in p and "1 doubled" in p for p in report[0]["problems"])
+
+
+def test_repeated_events_through_sigkills(cli_env, ara, spool_dir):
+    """The same looped event on one host, the flusher SIGKILLed mid-flush a few times (its
+    checkpoint rarely): the next flusher finds every one of them already in Ara among
+    all the results of that task and host (before: +23 and +75 doubles)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    run_id = "repeat-kill"
+    env = dict(cli_env, ARA_SPOOL_CHECKPOINT_EVERY="1000")  # the kills leave long unrecorded tails
+    events, kills = [], 0
+    for _ in range(4):
+        events += repeated_events(spool_dir, run_id, 40)
+        proc = subprocess.Popen([sys.executable, "-m", "ara_spool.flusher", "flush", "-q", "--timeout", "60"],
+                                env=env, stderr=subprocess.DEVNULL)
+        time.sleep(0.9)
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            kills += 1
+        proc.wait()
+    final = subprocess.run([sys.executable, "-m", "ara_spool.flusher", "flush", "--timeout", "60"], env=env,
+                           capture_output=True, text=True)
+    check(ara, f"{len(events)} repeated events, {kills} SIGKILLs", run_id, events)
+    assert final.returncode == 0, final.stderr
+    assert kills >= 1
+    assert_events_once(ara, run_id, events, "repeated events through SIGKILLs")
