@@ -243,14 +243,6 @@ class AraClient:
                               f"({', '.join(missing)} missing): is this Ara's API server?")
         self._checked_server = True
 
-    async def playbook_labels(self, playbook_id: int) -> list[str] | None:
-        """The labels of playbook N, or None when Ara has no such playbook."""
-        try:
-            data = await self.request("GET", f"/api/v1/playbooks/{playbook_id}")
-        except StaleIdError:
-            return None  # 404: not there (a reset or another database)
-        return [str(label.get("name") if isinstance(label, dict) else label) for label in data.get("labels") or []]
-
     def _auth_message(self, where: str, status: int, summary: str) -> str:
         mode = self.config.auth_mode
         hint = {
