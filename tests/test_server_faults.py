@@ -419,9 +419,13 @@ def test_repeated_events_through_sigkills(cli_env, ara, spool_dir):
     events, kills = [], 0
     for _ in range(4):
         events += repeated_events(spool_dir, run_id, 40)
+        before = ara.get("results", limit=1)["count"]
         proc = subprocess.Popen([sys.executable, "-m", "ara_spool.flusher", "flush", "-q", "--timeout", "60"],
                                 env=env, stderr=subprocess.DEVNULL)
-        time.sleep(0.9)
+        t0 = time.monotonic()  # kill it once it has shipped a few of this round's results
+        while proc.poll() is None and ara.get("results", limit=1)["count"] < before + 8 \
+                and time.monotonic() - t0 < 20:
+            time.sleep(0.02)
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
             kills += 1
