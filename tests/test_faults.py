@@ -40,7 +40,8 @@ async def test_lost_responses_make_no_duplicates(cfg, ara, proxy):
                    Rule("lose", "POST", "/api/v1/playbooks", times=1)]
     [outcome] = await oneshot.flush(proxied(cfg, proxy), [run_id], timeout=60)
     assert outcome.status == "done", outcome.message
-    assert proxy.count("POST", "/api/v1/results", "lose") == len(spooled) // 3 == 26
+    # Every third result POST is lost (more than 26: a loss stops the writes in flight, some are sent again).
+    assert proxy.count("POST", "/api/v1/results", "lose") >= len(spooled) // 3 == 26
     assert_exactly_once(ara, run_id, spooled)
     pb = ara.playbook_for(run_id)
     assert len(ara.all("tasks", playbook=pb["id"])) == 8
