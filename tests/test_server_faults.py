@@ -442,3 +442,20 @@ def test_repeated_events_through_sigkills(cli_env, ara, spool_dir):
     assert final.returncode == 0, final.stderr
     assert kills >= 1
     assert_events_once(ara, run_id, events, "repeated events through SIGKILLs")
+
+
+async def test_a_404_on_a_row_of_the_run_stops_writes_until_its_ids_are_checked(cfg, ara, proxy):
+    """Ara answers 404 for a row this run created (a task's end): not the event's fault, and not
+    a wrong URL either. The flusher checks its ids again (they hold here) and goes on; nothing is
+    quarantined."""
+    run_id = "row-404"
+    spooled = spool_run(cfg.spool_dir, run_id, hosts=HOSTS, tasks=TASKS)
+    proxy.rules = [Rule("respond", "PATCH", "/api/v1/plays/", times=1, status=404, body='{"detail":"Not found."}')]
+    c = proxied(cfg, proxy)
+    c.task_hold_seconds = 0
+    [outcome] = await oneshot.flush(c, [run_id], timeout=60)
+    assert outcome.status == "done" and outcome.quarantined == 0, outcome
+    assert proxy.count("PATCH", "/api/v1/plays/", "respond") == 1
+    assert proxy.count("GET", "/api/v1/tasks") >= 1  # each cached task id checked against the playbook
+    assert_exactly_once(ara, run_id, spooled)
+    assert all(p["status"] == "completed" for p in ara.all("plays", playbook=outcome.playbook))
