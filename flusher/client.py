@@ -5,8 +5,10 @@ request may have reached Ara, so a create must be looked up before it is sent ag
 PermanentError: a working Ara refused this event's own content (400 with field errors, 413):
 quarantine the event and go on.
 ServerError: the server is not, or no longer, a working Ara for this run (not an Ara API at that
-URL, 404/405, a redirect such as a login page, a body that is not JSON): stop the run, keep every
-event in the spool. Nothing about the event is wrong; the destination is.
+URL, 404/405, a redirect such as a login page, a 2xx whose body is empty or not Ara's JSON): stop
+the run, keep every event in the spool. Nothing about the event is wrong; the destination is.
+StaleIdError: Ara does not hold an id the run relies on (a 400 naming a missing related pk, a 404
+on one of the run's rows): the shipper stops writing and establishes the run's identity again.
 AuthError: 401/403, or TLS verification failed: stop shipping the run, keep its spool.
 """
 
@@ -41,6 +43,12 @@ class PermanentError(AraError):
         self.status = status
 
 
+class StaleIdError(AraError):
+    """Ara no longer knows an id this run holds (a 400 naming a missing related pk, a 404 on one of
+    the run's rows): the database may have been reset or replaced. Nothing about the event is
+    wrong: the shipper stops writing and establishes the run's identity again."""
+
+
 class AuthError(AraError):
     """Ara (or TLS) refused us: nothing will get through until the configuration changes."""
 
@@ -69,6 +77,21 @@ def _json_object(text: str) -> bool:
         return False
 
 
+# What Ara (Django REST framework) says of a related id it does not hold: `Invalid pk "7" - object
+# does not exist.`; and the path of one row (a 404 there, with Ara's JSON, means the row is gone).
+_MISSING_PK = re.compile(r"Invalid pk|object does not exist|Invalid hyperlink", re.I)
+_ROW_PATH = re.compile(r"/api/v1/[a-z]+/\d+/?$")
+
+
+def _stale(path: str, status: int, text: str) -> bool:
+    """Whether an answer says an id this run holds is gone (not that the event is bad)."""
+    if not _json_object(text):
+        return False
+    if status == 404:
+        return bool(_ROW_PATH.search(path))
+    return bool(_MISSING_PK.search(text))
+
+
 def _summary(text: str, limit: int = 300) -> str:
     """A one-line summary of an error body (Ara's 400/500 pages may be HTML, not JSON)."""
     text = html.unescape(_TAGS.sub(" ", text))
@@ -94,7 +117,10 @@ class AraClient:
         self._ssl: ssl.SSLContext | bool = True
         self._inflight: asyncio.Semaphore | None = None  # the bound across runs (max_inflight)
         self._checked_server = False  # the API root answered as Ara's, once per process
-        self.checked_playbooks: set[tuple[str, int]] = set()  # (run, playbook id) found labelled so
+        # (run, playbook id) -> `faults` when it was found labelled so: trusted only while no fault
+        # has been seen since (a server that went away may come back with another database).
+        self.checked_playbooks: dict[tuple[str, int], int] = {}
+        self.faults = 0  # answers that were not a success (down, timeout, 5xx, a stale id)
 
     async def __aenter__(self) -> AraClient:
         cfg = self.config
@@ -142,6 +168,14 @@ class AraClient:
     async def request(self, method: str, path: str, body: dict[str, Any] | None = None,
                       params: dict[str, Any] | None = None) -> dict[str, Any]:
         """One request; the decoded JSON object on 2xx, else one of the errors above."""
+        try:
+            return await self._request(method, path, body, params)
+        except (TransientError, ServerError, StaleIdError):
+            self.faults += 1  # what this client verified before may no longer hold
+            raise
+
+    async def _request(self, method: str, path: str, body: dict[str, Any] | None,
+                       params: dict[str, Any] | None) -> dict[str, Any]:
         session = self._current()
         self.requests += 1
         where = f"{method} {self._display}{path}"
@@ -166,13 +200,18 @@ class AraClient:
             kind = "timed out" if isinstance(exc, asyncio.TimeoutError) else f"{type(exc).__name__}: {exc}"
             raise TransientError(f"{where}: {kind}", ambiguous=True) from None
         if 200 <= status < 300:
+            if status == 204 and method == "DELETE":
+                return {}
             try:
-                data = json.loads(raw) if raw else {}
+                data = json.loads(raw) if raw else None
             except ValueError:
                 data = None
-            if not isinstance(data, dict):
-                raise ServerError(f"{where}: HTTP {status} with a body that is not Ara's JSON: is "
-                                  f"{self._display} Ara's API server?", ambiguous=method != "GET")
+            # Ara answers every create and update with the row as JSON: an empty body (a proxy, a
+            # worker dying after its commit) or another one says nothing about what Ara stored.
+            if not isinstance(data, dict) or (method in ("POST", "PATCH") and "id" not in data):
+                what = "an empty body" if not raw else "a body that is not Ara's JSON"
+                raise ServerError(f"{where}: HTTP {status} with {what}: is {self._display} Ara's API "
+                                  "server, or a proxy in front of it failing?", ambiguous=method != "GET")
             return data
         text = raw.decode("utf-8", errors="replace")
         summary = _summary(text)
@@ -184,6 +223,8 @@ class AraClient:
         if 300 <= status < 400:
             raise ServerError(f"{where}: HTTP {status} redirect to {location or '?'} (a login page, or the "
                               "wrong URL?); set ARA_API_SERVER to Ara's API server itself")
+        if status in (400, 404) and _stale(path, status, text):
+            raise StaleIdError(f"{where}: HTTP {status} {summary}")
         if status == 413 or (status in (400, 422) and _json_object(text)):
             # A working Ara refused what this event holds (field errors, too large): the event's fault.
             raise PermanentError(f"{where}: HTTP {status} {summary}", status)
@@ -201,14 +242,6 @@ class AraClient:
             raise ServerError(f"{self._display}/api/v1/ does not list Ara's endpoints "
                               f"({', '.join(missing)} missing): is this Ara's API server?")
         self._checked_server = True
-
-    async def playbook_labels(self, playbook_id: int) -> list[str] | None:
-        """The labels of playbook N, or None when Ara has no such playbook."""
-        try:
-            data = await self.request("GET", f"/api/v1/playbooks/{playbook_id}")
-        except ServerError:
-            return None  # 404: not there (a reset or another database)
-        return [str(label.get("name") if isinstance(label, dict) else label) for label in data.get("labels") or []]
 
     def _auth_message(self, where: str, status: int, summary: str) -> str:
         mode = self.config.auth_mode

@@ -23,6 +23,9 @@ class AraIds:
     open_tasks: dict[str, int] = field(default_factory=dict)  # created "running", not yet ended
     open_plays: dict[str, int] = field(default_factory=dict)
     last_result: int = 0  # highest result id this run created
+    # A create's outcome is unknown (a lost answer, an empty body, a restart): the run is not
+    # done until a read-back (flusher/readback.py) has compared Ara's rows with the spool.
+    unconfirmed: bool = False
 
     @classmethod
     def bind(cls, state: Any) -> AraIds:

@@ -376,14 +376,17 @@ def plan(ev: dict[str, Any], ids: AraIds, hints: Hints | None = None) -> Plan:
         yield from ensure_play(run_id, ids, task["play_uuid"], play_name, ts)
         yield from post_result(run_id, ids, result, task, ts, hints)
     elif kind == "task_end":
-        task_id = ids.open_tasks.pop(ev["task"]["uuid"], None)
+        # Still open until the PATCH is answered: a flusher that stops on it sends it again.
+        task_id = ids.open_tasks.get(ev["task"]["uuid"])
         if task_id is not None:
             yield Call("PATCH", f"{API}/tasks/{task_id}",
                        {"status": ev["task"]["status"], "ended": ts, **task_notes(ev["task"])})
+            del ids.open_tasks[ev["task"]["uuid"]]
     elif kind == "play_end":
-        play_id = ids.open_plays.pop(ev["play"]["uuid"], None)
+        play_id = ids.open_plays.get(ev["play"]["uuid"])
         if play_id is not None:
             yield Call("PATCH", f"{API}/plays/{play_id}", {"status": ev["play"]["status"], "ended": ts})
+            del ids.open_plays[ev["play"]["uuid"]]
     elif kind == "host_stats":
         for host_plan in host_stats_plans(ev, ids):
             yield from host_plan

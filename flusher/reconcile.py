@@ -24,6 +24,7 @@ import logging
 from dataclasses import replace
 from typing import Any, Protocol
 
+from ara_spool.flusher import identity
 from ara_spool.flusher.mapping import Call, Lookup
 from ara_spool.spool.schema import parse_time
 
@@ -93,18 +94,37 @@ class Reconciler:
         self._dangling -= 1
 
 
+LOOKUP_PAGE = 200  # rows per GET of a lookup; it pages on until it has seen every candidate
+
+
 async def find(client: Requester, lookup: Lookup) -> dict[str, Any] | None:
-    """The object a Lookup describes, or None: GET, then the lowest id above min_id whose fields
-    equal lookup.equal (times compared as instants)."""
-    data = await client.request("GET", lookup.path, params={k: str(v) for k, v in lookup.params.items()})
+    """The object a Lookup describes, or None: the lowest id above min_id whose fields equal
+    lookup.equal (times compared as instants). Complete: it pages through every candidate (Ara
+    holds any number of results of one task and host), and a result is narrowed to its exact
+    `started` instant first. A playbook looked up by its label must carry it exactly: Ara's filter
+    ignores case, and run ids that differ in case are two runs."""
+    params = {k: str(v) for k, v in lookup.params.items() if k not in ("limit", "offset")}
+    started = lookup.equal.get("started")
+    if lookup.path.endswith("/results") and isinstance(started, str):
+        params["started_after"] = params["started_before"] = started
+    label = params.get("label")
     best: dict[str, Any] | None = None
-    for obj in data.get("results", []):
-        if obj.get("id", 0) <= lookup.min_id:
-            continue
-        if all(_same(obj.get(k), v, k) for k, v in lookup.equal.items()):
-            if best is None or obj["id"] < best["id"]:
-                best = obj
-    return best
+    offset = 0
+    while True:
+        data = await client.request("GET", lookup.path, params={**params, "limit": str(LOOKUP_PAGE),
+                                                                "offset": str(offset)})
+        page = data.get("results") or []
+        for obj in page:
+            if obj.get("id", 0) <= lookup.min_id:
+                continue
+            if label is not None and label not in identity.label_names(obj):
+                continue
+            if all(_same(obj.get(k), v, k) for k, v in lookup.equal.items()):
+                if best is None or obj["id"] < best["id"]:
+                    best = obj
+        offset += len(page)
+        if not page or not data.get("next"):
+            return best
 
 
 def _same(a: Any, b: Any, key: str) -> bool:

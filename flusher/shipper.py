@@ -3,9 +3,13 @@
 - The checkpoint (spool/state.py) is kept per destination (the normalised API URL): its offset and
   every Ara id created there. It is saved durably every `checkpoint_every` events or
   `checkpoint_seconds`, and on every exit; while a flusher works it says `clean: false`.
-- First contact, once per process and run: the URL must answer as Ara's API, and the playbook the
-  checkpoint names must still exist there with the run's `run_id:` label (a reset database reuses
-  ids). If it does not, the checkpoint is dropped and the whole run is shipped there again.
+- No Ara id is trusted across a fault (flusher/recovery.py): each pass checks that the playbook
+  the checkpoint names carries the run's label; a stale id (400 "Invalid pk", a 404 on a row of
+  the run) or the first write after a failed request stops every write, and the run goes on from
+  the low-water mark once its ids are checked again (or is shipped again, whole, if they are not
+  its own: a reset database reuses ids). The window's bookkeeping is flusher/ledger.py.
+- A read-back pass (flusher/readback.py) ends each run, and follows any create whose outcome is
+  unknown: doubles a late commit made are deleted, missing lines shipped again.
 - When a create may already be in Ara (a dead flusher, no checkpoint for this Ara, a lost
   response) it is looked up before it is sent: flusher/reconcile.py holds that policy.
 - Errors: a transient one (down, timeout, 5xx) is retried with backoff until `timeout` seconds pass
@@ -22,17 +26,27 @@ import errno
 import logging
 import os
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import backoff
-from ara_spool.flusher.client import AraClient, AraError, AuthError, PermanentError, ServerError, TransientError
+from ara_spool.flusher.client import (
+    AraClient,
+    AraError,
+    AuthError,
+    PermanentError,
+    ServerError,
+    StaleIdError,
+    TransientError,
+)
 from ara_spool.flusher.config import Config
 from ara_spool.flusher.ids import AraIds
-from ara_spool.flusher.mapping import Call, Hints, host_stats_plans, plan, run_label
+from ara_spool.flusher.ledger import Entry, Ledger
+from ara_spool.flusher.mapping import Call, Hints, host_stats_plans, plan
 from ara_spool.flusher.reconcile import Reconciler, find
+from ara_spool.flusher.recovery import Recovery
+from ara_spool.flusher.recovery import Stop as _Stop
 from ara_spool.spool import quarantine, writer
 from ara_spool.spool import state as state_mod
 from ara_spool.spool.lock import try_lock
@@ -79,16 +93,6 @@ def _lane_of(event: dict[str, Any]) -> str:
 
 
 @dataclass
-class _Entry:
-    """A line in flight (window > 1)."""
-
-    line: Line
-    done: bool = False
-    # The highest result id known when this line's result was sent: Ara gives it a higher one.
-    sent_above: int | None = None
-
-
-@dataclass
 class Outcome:
     """How shipping one run ended."""
 
@@ -101,13 +105,6 @@ class Outcome:
     message: str | None = None
     playbook: int | None = None
     destination: str | None = None
-
-
-class _Stop(Exception):
-    def __init__(self, status: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 class RunShipper:
@@ -161,17 +158,17 @@ class RunShipper:
         self._cut: set[asyncio.Task[Any]] = set()
         # The window (window > 1): lines in flight in spool order, lanes by host, a stop from a lane.
         self.window = max(1, config.window)
-        self._window: deque[_Entry] = deque()
+        self.ledger = Ledger()  # lines in flight, the low-water mark, the result-id floor
         self._slots = asyncio.Semaphore(self.window)  # requests in flight
         self._ahead = asyncio.Semaphore(READ_AHEAD * self.window)  # lines handed to lanes, unanswered
         self._lanes: dict[str, asyncio.Future[None]] = {}
         self._running: set[asyncio.Future[None]] = set()
         self._halt: _Stop | None = None
-        self._skip: set[int] = set()
         self._with_retries: Callable[..., Awaitable[Any]] | None = None
         self._shipping = False  # mid-run: a checkpoint refused for lack of space is deferred
         self._disk_full_since: float | None = None
         self._disk_full_why = ""
+        self.recovery = Recovery(self)  # the run's identity at this Ara, and the read-back
 
     # -- the loop ---------------------------------------------------------------------------
     async def run(self) -> Outcome:
@@ -193,7 +190,7 @@ class RunShipper:
             st = self.state
             fresh = st.fresh
             self.ids = AraIds.bind(st)
-            self._skip = set(st.done_above)  # shipped by an earlier flusher above its low-water mark
+            self.ledger = Ledger(st.offset, st.done_above)  # done_above: shipped by an earlier flusher
             self.reconciler = Reconciler(st.run_id, after_crash=not st.clean, fresh=fresh,
                                          until=self.paths.spool_size(), floor=self.ids.last_result)
             if not st.clean:
@@ -208,8 +205,7 @@ class RunShipper:
             outcome: Outcome
             self._shipping = True
             try:
-                await self._first_contact()
-                await self._loop()
+                await self.recovery.ship()
                 outcome = Outcome(st.run_id, "done")
                 st.last_error = st.first_error_at = None
             except _Stop as stop:
@@ -256,33 +252,22 @@ class RunShipper:
                         self.paths.run_id, exc, moved.name)
             return state_mod.RunState(self.paths.run_id, dest=dest)
 
-    async def _first_contact(self) -> None:
-        """The URL is Ara's API, and the playbook this checkpoint names is this run's there."""
-        await self._retrying(self.client.check_server)
-        pb = self.ids.playbook
-        if pb is None:
-            return
-        key = (self.paths.run_id, pb)
-        if key in self.client.checked_playbooks:
-            return
-
-        async def labels_of_playbook() -> list[str] | None:  # a coroutine function: backoff retries it
-            return await self.client.playbook_labels(pb)
-
-        labels = await self._retrying(labels_of_playbook)
-        if labels is None or run_label(self.paths.run_id).lower() not in {x.lower() for x in labels}:
-            st = self.state
-            assert st is not None
-            why = "is gone" if labels is None else "does not carry this run's label"
-            log.warning("run %s: the checkpoint's playbook %d %s at %s (a reset database, or another Ara): "
-                        "shipping the whole run there again", st.run_id, pb, why, self.config.display_server)
-            st.offset = st.shipped = 0
-            st.ended, st.final_status, st.sink, st.done_above = False, None, {}, []
-            self._skip = set()
-            self.ids = AraIds.bind(st)
-            self.reconciler = Reconciler(st.run_id, fresh=True, until=self.paths.spool_size())
-            return
-        self.client.checked_playbooks.add(key)
+    async def _restart(self) -> None:
+        """Stop writing: cancel what is in flight, and go back to the low-water mark. The lines
+        dispatched above it may be in Ara (each of their creates is looked up); those answered
+        are skipped."""
+        if self.reconciler.uncertain:
+            self.recovery.unknown_outcome()
+        await self._abandon()
+        until, floor = self.ledger.rewind(self.ids.last_result)
+        self._lanes.clear()
+        self._running.clear()
+        self._halt = None
+        self._slots = asyncio.Semaphore(self.window)
+        self._ahead = asyncio.Semaphore(READ_AHEAD * self.window)
+        st = self.state
+        assert st is not None
+        self.reconciler = Reconciler(st.run_id, after_crash=True, until=until, floor=floor)
 
     async def _loop(self) -> None:
         st = self.state
@@ -325,16 +310,14 @@ class RunShipper:
                 if self.stop.is_set():
                     await self._settle()
                     raise _Stop("stopped", "stopped")
-                if line.offset in self._skip:
-                    self._skip.discard(line.offset)
+                if self.ledger.skipped(line.offset):
                     self._passed(line)
                 elif self.window > 1:
                     await self._dispatch(line, hints)
                 else:
+                    entry = self.ledger.open(line.offset, line.end, line)
                     await self._handle(line, hints)
-                    st.offset = line.end
-                    self._since_ckpt += 1
-                    self._checkpoint()
+                    self._complete(entry)
                 cursor = line.end
 
     def _hold_point(self, lines: list[Line]) -> int:
@@ -395,12 +378,11 @@ class RunShipper:
         moving = self.ids.last_result
         # Lines done above the low-water mark: answered in this window, or by an earlier flusher
         # and not reached yet (dropping those would send them again).
-        st.done_above = sorted({e.line.offset for e in self._window if e.done} | self._skip)
+        st.done_above = self.ledger.done_above()
         # The floor of a later lookup: ids follow commit order, not spool order, so a result in
         # flight may get a lower id than one answered since; each is above what was known when it
         # was sent.
-        self.ids.last_result = min([e.sent_above for e in self._window
-                                    if not e.done and e.sent_above is not None], default=moving)
+        self.ids.last_result = self.ledger.floor(moving)
         try:
             state_mod.save(self.paths, st, durable=durable)
         except OSError as exc:
@@ -524,8 +506,7 @@ class RunShipper:
 
     def _passed(self, line: Line) -> None:
         """A line an earlier flusher shipped above its low-water mark: done, nothing to send."""
-        entry = _Entry(line)
-        self._window.append(entry)
+        entry = self.ledger.open(line.offset, line.end, line)
         self._complete(entry)
 
     async def _dispatch(self, line: Line, hints: Hints) -> None:
@@ -533,8 +514,7 @@ class RunShipper:
             await self._settle()
         st = self.state
         assert st is not None
-        entry = _Entry(line)
-        self._window.append(entry)
+        entry = self.ledger.open(line.offset, line.end, line)
         event = line.event
         if event is None or event["run"] != st.run_id:
             why = line.error or "bad line" if event is None else \
@@ -563,7 +543,7 @@ class RunShipper:
             self._reject(line, exc)
         self._complete(entry)
 
-    async def _dispatch_host_stats(self, entry: _Entry) -> None:
+    async def _dispatch_host_stats(self, entry: Entry) -> None:
         """Each host's counters are independent: after every result is answered, they go out side
         by side, `window` at a time (one by one, a 200-host run spent 200 round trips here)."""
         await self._settle()
@@ -591,14 +571,14 @@ class RunShipper:
             self._count_shipped(event)
         self._complete(entry)
 
-    async def _spawn(self, lane: str, entry: _Entry, gen: Any, call: Call, hints: Hints) -> None:
+    async def _spawn(self, lane: str, entry: Entry, gen: Any, call: Call, hints: Hints) -> None:
         await self._ahead.acquire()  # the dispatcher waits while this many lines are in the lanes
         task = asyncio.ensure_future(self._lane(self._lanes.get(lane), entry, gen, call, hints))
         self._lanes[lane] = task
         self._running.add(task)
         task.add_done_callback(self._running.discard)
 
-    async def _lane(self, before: asyncio.Future[None] | None, entry: _Entry, gen: Any, call: Call,
+    async def _lane(self, before: asyncio.Future[None] | None, entry: Entry, gen: Any, call: Call,
                     hints: Hints) -> None:
         try:
             if before is not None and not before.done():  # this host's earlier result goes first
@@ -647,14 +627,13 @@ class RunShipper:
             task.cancel()
         await asyncio.gather(*running, return_exceptions=True)
 
-    def _complete(self, entry: _Entry) -> None:
-        entry.done = True
-        st = self.state
-        assert st is not None
-        while self._window and self._window[0].done:
-            done = self._window.popleft()
-            st.offset = done.line.end
-            self._since_ckpt += 1
+    def _complete(self, entry: Entry) -> None:
+        moved = self.ledger.done(entry)
+        if moved:
+            st = self.state
+            assert st is not None
+            st.offset = self.ledger.low_water
+            self._since_ckpt += moved
         self._checkpoint()
 
     def _reject(self, line: Line, exc: Exception) -> None:
@@ -741,6 +720,8 @@ class RunShipper:
             if self.stop.is_set():
                 raise _Stop("stopped", "stopped") from None
             raise _Stop("unreachable", str(exc)) from None
+        except StaleIdError as exc:
+            raise _Stop("stale", str(exc)) from None
         except AuthError as exc:
             raise _Stop("auth", str(exc)) from None
         except ServerError as exc:
@@ -762,10 +743,14 @@ class RunShipper:
     async def _execute(self, call: Call, offset: int) -> dict[str, Any]:
         """One call of the line at `offset`: looked up first when it may be in Ara already."""
         rec = self.reconciler
-        ambiguous = False
+        ambiguous = faulted = False
 
         async def attempt() -> dict[str, Any]:
-            nonlocal ambiguous
+            nonlocal ambiguous, faulted
+            if faulted:
+                # The first request after an outage: the server may have come back with another
+                # database. Nothing is written until the run's ids are checked again.
+                raise _Stop("refault", f"{call.method} {call.path} failed")
             if rec.look_first(call, ambiguous, offset):
                 self._requests += 1
                 found = await find(self.client, rec.lookup(call, offset))
@@ -783,6 +768,9 @@ class RunShipper:
             except (TransientError, ServerError) as exc:
                 rec.answered(call, stored_unknown=exc.ambiguous and not ambiguous)
                 ambiguous = ambiguous or exc.ambiguous
+                faulted = True
+                if exc.ambiguous and call.creates:
+                    self.recovery.unknown_outcome()
                 raise
             except AraError:
                 rec.answered(call)

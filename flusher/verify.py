@@ -136,9 +136,25 @@ def _mode_problems(path: Path, what: str) -> list[str]:
     return []
 
 
-async def _ara_counts(cfg: Config, runs: list[tuple[str, int | None]]) -> dict[str, dict[str, Any]]:
+async def _read_back(client: Any, cfg: Config, run_id: str, pb: int, st: Any) -> dict[str, Any]:
+    """The flusher's read-back comparison (flusher/readback.py), without its repairs: the shipped
+    spool's results against Ara's rows, matched on task, host and exact start."""
+    from ara_spool.flusher import readback
+    from ara_spool.flusher.ids import AraIds
+
+    paths = RunPaths.of(cfg.spool_dir, run_id)
+    ids = AraIds(**{k: v for k, v in (st.sink or {}).items() if k in AraIds.__dataclass_fields__})
+    wants = readback.expected((ln for ln in read_lines(paths.spool, 0) if ln.end <= st.offset),
+                              set(_quarantined(paths)))
+    diff = readback.compare(wants, [r async for r in readback.rows(client, "results", playbook=pb)], ids)
+    return {"missing": len(diff.missing), "doubled": len(diff.doubles), "out_of_order": diff.out_of_order}
+
+
+async def _ara_counts(cfg: Config, runs: list[tuple[str, int | None]],
+                      states: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
     """Per run: playbooks with its label, and the results Ara holds for its playbook."""
     from ara_spool.flusher.client import AraClient, AraError
+    from ara_spool.flusher.identity import labelled
     from ara_spool.flusher.mapping import run_label
 
     out: dict[str, dict[str, Any]] = {}
@@ -147,13 +163,17 @@ async def _ara_counts(cfg: Config, runs: list[tuple[str, int | None]]) -> dict[s
             try:
                 found = await client.request("GET", "/api/v1/playbooks",
                                              params={"label": run_label(run_id), "limit": "100"})
-                ids = [pb["id"] for pb in found.get("results", [])]
+                # Exactly this run's label: Ara's filter ignores case, run ids do not.
+                ids = [pb["id"] for pb in found.get("results", []) if labelled(pb, run_id)]
                 pb = known if known is not None else (ids[0] if ids else None)
                 results = None
                 if pb is not None:
                     got = await client.request("GET", "/api/v1/results", params={"playbook": str(pb), "limit": "1"})
                     results = int(got.get("count", 0))
                 out[run_id] = {"playbooks": ids, "playbook": pb, "results": results}
+                st = (states or {}).get(run_id)
+                if pb is not None and st is not None and playbook_of(st) == pb:
+                    out[run_id]["read_back"] = await _read_back(client, cfg, run_id, pb, st)
             except AraError as exc:
                 out[run_id] = {"error": str(exc)}
                 if "cannot connect" in str(exc):
@@ -303,14 +323,15 @@ def _check_ara(cfg: Config, reports: list[dict[str, Any]]) -> None:
     if not todo:
         return
     wanted = [(r["run"], playbook_of(st)) for r, st in todo]
+    states = {r["run"]: st for r, st in todo if st is not None}
     try:
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            counts = asyncio.run(_ara_counts(cfg, wanted))
+            counts = asyncio.run(_ara_counts(cfg, wanted, states))
         else:  # called from async code (a daemon, a test): its own loop in a thread
             with concurrent.futures.ThreadPoolExecutor(1) as pool:
-                counts = pool.submit(asyncio.run, _ara_counts(cfg, wanted)).result()
+                counts = pool.submit(asyncio.run, _ara_counts(cfg, wanted, states)).result()
     except Exception as exc:  # a report tool: an Ara problem is a note, never a crash
         counts = {r["run"]: {"error": f"{type(exc).__name__}: {exc}"} for r, _ in todo}
     for r, st in todo:
@@ -327,6 +348,13 @@ def _check_ara(cfg: Config, reports: list[dict[str, Any]]) -> None:
             r["problems"].append(f"the state's playbook {pb} does not carry this run's label in Ara")
         held, want = got["results"], r["shipped_results"]
         r["ara"] = {"playbook": got["playbook"], "results": held, "expected": want}
+        back = got.get("read_back")
+        if back is not None:
+            r["read_back"] = back
+            if back["missing"] or back["doubled"] or back["out_of_order"]:
+                r["problems"].append(f"read-back of playbook {got['playbook']}: {back['missing']} missing, "
+                                     f"{back['doubled']} doubled, {back['out_of_order']} out of their host's "
+                                     "order")
         if held is None:
             if want:
                 r["problems"].append(f"Ara has no playbook for this run, but {want} result(s) were shipped")

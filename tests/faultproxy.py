@@ -5,6 +5,9 @@ Rules are tried in order for each request; the first that matches and still has 
   drop     close the connection before forwarding (the request never reaches Ara)
   lose     forward to Ara (it commits), then close the connection: the response is lost
   delay    forward, then wait `seconds` before answering (past the client's timeout)
+  late     wait `seconds`, then forward (Ara commits after the client gave up: a late commit)
+  empty    forward to Ara (it commits), then answer its status with an empty body
+  hold     wait until `opened` is set, then forward (Ara may be another one by then)
 Every request is logged (method, path, what happened).
 """
 
@@ -57,6 +60,9 @@ class FaultProxy:
     timeline: list[tuple[str, str, str, str]] = field(default_factory=list)
     inflight: int = 0  # requests being handled now
     max_inflight: int = 0  # the most handled at once
+    late: set[asyncio.Future[None]] = field(default_factory=set)  # late requests not yet forwarded
+    late_done: int = 0
+    opened: asyncio.Event = field(default_factory=asyncio.Event)  # releases held requests
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -98,13 +104,39 @@ class FaultProxy:
         if rule is not None and rule.action == "drop":
             request.transport.close()
             raise asyncio.CancelledError
+        if rule is not None and rule.action == "late":
+            # The request goes on to Ara even when the client has hung up meanwhile.
+            body = await request.read()
+            headers = {k: v for k, v in request.headers.items()
+                       if k.lower() in ("content-type", "authorization", "accept")}
+            self.late.add(asyncio.ensure_future(
+                self._late(request.method, request.path_qs, body, headers, rule.seconds)))
+            await asyncio.sleep(rule.seconds)
+            request.transport.close()
+            raise asyncio.CancelledError
+        if rule is not None and rule.action == "hold":
+            await self.opened.wait()
         status, body, ctype = await self._forward(request)
+        if rule is not None and rule.action == "empty":
+            return web.Response(status=status, body=b"", headers={"Content-Type": ctype})
         if rule is not None and rule.action == "lose":
             request.transport.close()
             raise asyncio.CancelledError
         if rule is not None and rule.action == "delay":
             await asyncio.sleep(rule.seconds)
         return web.Response(status=status, body=body, headers={"Content-Type": ctype})
+
+    async def _late(self, method: str, path_qs: str, body: bytes, headers: dict[str, str], seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        if self.session is None:
+            self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
+        async with self.session.request(method, self.upstream + path_qs, data=body, headers=headers) as resp:
+            await resp.read()
+        self.late_done += 1
+
+    async def settle(self) -> None:
+        """Wait until every late request has reached Ara."""
+        await asyncio.gather(*self.late, return_exceptions=True)
 
     def count(self, method: str, path: str, action: str | None = None) -> int:
         return sum(1 for m, p, a in self.log if m == method and p.startswith(path) and (action is None or a == action))

@@ -40,7 +40,8 @@ async def test_lost_responses_make_no_duplicates(cfg, ara, proxy):
                    Rule("lose", "POST", "/api/v1/playbooks", times=1)]
     [outcome] = await oneshot.flush(proxied(cfg, proxy), [run_id], timeout=60)
     assert outcome.status == "done", outcome.message
-    assert proxy.count("POST", "/api/v1/results", "lose") == len(spooled) // 3 == 26
+    # Every third result POST is lost (more than 26: a loss stops the writes in flight, some are sent again).
+    assert proxy.count("POST", "/api/v1/results", "lose") >= len(spooled) // 3 == 26
     assert_exactly_once(ara, run_id, spooled)
     pb = ara.playbook_for(run_id)
     assert len(ara.all("tasks", playbook=pb["id"])) == 8
@@ -201,6 +202,10 @@ async def test_flush_exit_codes(cli_env, proxy, spool_dir, ara_server):
     proxy.rules = [Rule("respond", "POST", "/api/v1/results", times=1, status=400, body='{"x":["bad"]}')]
     p = await loop.run_in_executor(None, flush, proxy.url)
     assert p.returncode == 5 and "quarantined" in p.stderr
+    emit_events(spool_dir, "codes-1", 1)
+    proxy.rules = [Rule("empty", "POST", "/api/v1/results", times=1)]  # Ara committed, the body is empty
+    p = await loop.run_in_executor(None, flush, proxy.url)
+    assert p.returncode == 7 and "empty body" in p.stderr and "quarantined" not in p.stderr, p.stderr
     p = await loop.run_in_executor(None, flush, ara_server.url)
     assert p.returncode == 0, p.stderr
     env = dict(cli_env, ARA_API_SERVER="ftp://nope")

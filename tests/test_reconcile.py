@@ -51,3 +51,34 @@ def test_uncertain_while_any_create_may_be_stored_without_our_knowing():
     assert not rec.uncertain
     rec.sending(HOST)
     assert not rec.uncertain  # get-or-create: replaying it is harmless
+
+
+# -- the read-back's comparison (flusher/readback.py), without a server -------------------------
+def _read_back_case(rows: dict[str, list[int]]):
+    """Host h's lines A, B, C (spool order) and Ara's rows for each: the comparison's answer."""
+    from ara_spool.flusher.ids import AraIds
+    from ara_spool.flusher.readback import Want, compare
+
+    ids = AraIds(tasks={"t": 7}, hosts={"h": 3})
+    starts = {"A": "2026-01-01T00:00:01+00:00", "B": "2026-01-01T00:00:02+00:00", "C": "2026-01-01T00:00:03+00:00"}
+    wants = [Want(i * 10, "h", "t", starts[k]) for i, k in enumerate("ABC")]
+    found = [{"id": rid, "task": 7, "host": 3, "started": starts[k].replace("+00:00", "Z")}
+             for k, rids in rows.items() for rid in rids]
+    return compare(wants, found, ids)
+
+
+def test_the_read_back_keeps_the_rows_that_keep_spool_order_and_deletes_the_rest():
+    # B's retry got 5 and its late original 7, after C's 6: keeping 5 keeps A < B < C.
+    diff = _read_back_case({"A": [1], "B": [7, 5], "C": [6]})
+    assert diff.doubles == [7] and diff.missing == [] and diff.out_of_order == 0
+    # Not always the lowest id of a key: B's 2 is below A's only row, its 5 keeps the order.
+    diff = _read_back_case({"A": [3], "B": [2, 5], "C": [6]})
+    assert diff.doubles == [2] and diff.out_of_order == 0
+
+
+def test_the_read_back_finds_lines_missing_and_says_when_order_cannot_be_kept():
+    diff = _read_back_case({"A": [1], "C": [3]})
+    assert diff.missing == [10] and diff.doubles == []
+    diff = _read_back_case({"A": [5], "B": [4], "C": [6]})  # B's only row is below A's
+    assert diff.out_of_order == 1 and diff.doubles == [] and diff.missing == []
+    assert _read_back_case({"A": [1], "B": [2], "C": [3]}).doubles == []
