@@ -31,6 +31,7 @@ from ara_spool.flusher.client import AraClient
 from ara_spool.flusher.config import Config
 from ara_spool.flusher.ids import playbook_of
 from ara_spool.flusher.shipper import Outcome, RunShipper
+from ara_spool.spool import progress
 from ara_spool.spool import retention as retention_mod
 from ara_spool.spool import state as state_mod
 from ara_spool.spool.paths import (
@@ -211,20 +212,28 @@ class Daemon:
             return False
         return True
 
-    def backlog(self) -> tuple[int, int]:
-        """(runs with something pending, bytes pending): cheap (stats and checkpoints only)."""
+    def backlog(self) -> tuple[int, int, state_mod.RunState | None]:
+        """(runs with something pending, events pending, the state of the run failing longest):
+        stats and checkpoints, and the spool's tail only of runs not shipped to their end."""
         runs = pending = 0
+        failing: state_mod.RunState | None = None
         for run_id in list_runs(self.cfg.spool_dir):
             paths = RunPaths.of(self.cfg.spool_dir, run_id)
             snap = self._snapshot(paths)
             if snap is None:
                 continue
             st = state_mod.read_state_quiet(paths, self.cfg.destination)
-            left = snap.spool_size - (st.offset if st else 0)
+            if st is not None and st.last_error and st.first_error_at and \
+                    (failing is None or st.first_error_at < (failing.first_error_at or "")):
+                failing = st
+            if st is not None and st.offset >= snap.spool_size:
+                continue
+            # The one progress model: lines acknowledged above the low-water mark are not backlog.
+            left = progress.read(paths, self.cfg.destination).pending_lines
             if left > 0:
                 runs += 1
                 pending += left
-        return runs, pending
+        return runs, pending, failing
 
     # -- the loop ---------------------------------------------------------------------------
     async def run(self) -> int:
@@ -375,16 +384,22 @@ class Daemon:
         return self.stats.shipped + sum(self.shipping.values())
 
     def _status(self) -> None:
-        runs, pending = self.backlog()
-        status = (f"backlog {_human(pending)} in {runs} run(s); {len(self.active)} shipping; "
+        runs, pending, failing = self.backlog()
+        status = (f"backlog {pending} event(s) in {runs} run(s); {len(self.active)} shipping; "
                   f"{self.shipped_since_start()} event(s) shipped since start")
+        if failing is not None:
+            # An outage is what an operator must see first in `systemctl status`.
+            error = " ".join((failing.last_error or "").split())
+            what = "Ara unreachable" if failing.run_id in self.active else f"run {failing.run_id} failing"
+            status = f"{what} since {failing.first_error_at}: {error}; {status}"
         if self._cap.max_bytes is not None:
-            used = retention_mod.spool_usage(self.cfg.spool_dir)
+            used = retention_mod.unshipped_bytes(self.cfg.spool_dir)
             if used > self._cap.max_bytes:
-                status += f"; SPOOL OVER CAP ({_human(used)} > {_human(self._cap.max_bytes)})"
+                status += f"; SPOOL OVER CAP ({_human(used)} unshipped > {_human(self._cap.max_bytes)})"
                 if time.monotonic() - self._cap_warned >= 300:
-                    log.warning("spool %s holds %s, over ARA_SPOOL_MAX_BYTES=%d (policy %s): is Ara reachable?",
-                                self.cfg.spool_dir, _human(used), self._cap.max_bytes, self._cap.policy)
+                    log.warning("spool %s holds %s not yet in Ara, over ARA_SPOOL_MAX_BYTES=%d (policy %s): "
+                                "is Ara reachable?", self.cfg.spool_dir, _human(used), self._cap.max_bytes,
+                                self._cap.policy)
                     self._cap_warned = time.monotonic()
         sd_notify("STATUS=" + status)
 

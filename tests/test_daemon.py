@@ -276,9 +276,10 @@ def test_sd_notify_ready_status_watchdog_stopping_and_journal_logs(cli_env, spoo
     status = [m for m in messages if m.startswith("STATUS=backlog")]
     assert status and "run(s)" in status[0]
     assert any(m.startswith("STOPPING=1") for m in messages)
-    # Under systemd (JOURNAL_STREAM set) journald stamps lines: ours carry no timestamp.
+    # Under systemd (JOURNAL_STREAM set) journald stamps lines: ours carry no timestamp, and their level
+    # as a syslog `<N>` prefix (journalctl -p err).
     lines = [ln for ln in d.text().splitlines() if ln.strip()]
-    assert lines and all(ln.startswith(("INFO ", "WARNING ", "ERROR ")) for ln in lines), lines[:3]
+    assert lines and all(ln.startswith(("<6>INFO ", "<4>WARNING ", "<3>ERROR ")) for ln in lines), lines[:3]
 
 
 def test_daemon_retires_shipped_runs(cli_env, ara, spool_dir, followers):
