@@ -25,6 +25,7 @@ import signal
 import socket
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ara_spool.flusher.client import AraClient
@@ -131,6 +132,8 @@ class Daemon:
         self.ended: set[str] = set()  # runs whose run_end we have seen shipped
         self.dormant: set[str] = set()  # ended and wholly shipped: looked at on full scans only
         self.known: dict[str, _Seen] = {}
+        self.elsewhere: set[str] = set()  # runs complete in another Ara (said once)
+        self.unreadable: set[str] = set()  # runs whose spool we may not read (said once)
         self._dir_mtime = 0
         self.stats = Stats()
         self._summary_shipped = 0
@@ -199,10 +202,18 @@ class Daemon:
             return False
         self.dormant.discard(run_id)
         st = state_mod.read_state_quiet(paths, self.cfg.destination)
-        if st is None:
-            # No checkpoint yet: work if there is at least one whole line.
-            return _has_newline(paths, 0)
-        if st.clean and (st.offset >= snap.spool_size or not _has_newline(paths, st.offset)):
+        try:
+            if st is None:
+                # No checkpoint yet: work if there is at least one whole line.
+                return _has_newline(paths, 0)
+            if st.fresh and st.others and self._complete_elsewhere(paths, snap):
+                return False
+            whole_tail = st.offset >= snap.spool_size or not _has_newline(paths, st.offset)
+        except PermissionError as exc:
+            self._unreadable(paths, exc)
+            return False
+        self.unreadable.discard(run_id)
+        if st.clean and whole_tail:
             # Shipped up to the end, or only a growing (or torn) tail after it.
             self.seen[run_id] = snap
             if st.ended:
@@ -211,6 +222,39 @@ class Daemon:
                     self.dormant.add(run_id)
             return False
         return True
+
+    def _complete_elsewhere(self, paths: RunPaths, snap: _Seen) -> bool:
+        """A run wholly in another Ara and new to this one (e.g. ARA_API_SERVER changed, or a typo)
+        is not backlog here: it is left alone, and said once, not an error per run every minute."""
+        done = progress.complete_in(paths)
+        if done is None or done.state is None or done.state.dest == self.cfg.destination:
+            return False
+        self.seen[paths.run_id] = snap
+        self.ended.add(paths.run_id)
+        self.dormant.add(paths.run_id)
+        if paths.run_id not in self.elsewhere:
+            self.elsewhere.add(paths.run_id)
+            log.info("run %s is complete in %s; not shipping it again to %s (`ara-spool flush --run %s` "
+                     "would)", paths.run_id, done.state.dest.removesuffix("/api/v1"), self.cfg.display_server,
+                     paths.run_id)
+        return True
+
+    def _unreadable(self, paths: RunPaths, exc: OSError) -> None:
+        """A spool file the daemon may not read (a user's spool made without
+        ARA_SPOOL_GROUP_SHARED: mode 0600) is never shipped: say so, once, until it is readable."""
+        # Not marked seen: a chmod changes neither size nor mtime, the next poll tries again.
+        if paths.run_id in self.unreadable:
+            return
+        self.unreadable.add(paths.run_id)
+        try:
+            st = os.stat(paths.spool, follow_symlinks=False)
+            what = f"mode {st.st_mode & 0o7777:04o}, owner uid {st.st_uid}"
+        except OSError:
+            what = "no access"
+        log.error("run %s: cannot read %s (%s): %s; it is not shipped. Spool with ARA_SPOOL_GROUP_SHARED=true "
+                  "(files 0660 in the spool's group), or give this one to the group: chgrp %s %s && chmod 660 %s",
+                  paths.run_id, exc.filename or paths.spool, what, exc.strerror or exc,
+                  _group_of(paths.spool_dir), paths.spool, paths.spool)
 
     def backlog(self) -> tuple[int, int, state_mod.RunState | None]:
         """(runs with something pending, events pending, the state of the run failing longest):
@@ -229,7 +273,10 @@ class Daemon:
             if st is not None and st.offset >= snap.spool_size:
                 continue
             # The one progress model: lines acknowledged above the low-water mark are not backlog.
-            left = progress.read(paths, self.cfg.destination).pending_lines
+            try:
+                left = progress.read(paths, self.cfg.destination).pending_lines
+            except OSError:  # unreadable (said once by needs_work): not ours to ship
+                continue
             if left > 0:
                 runs += 1
                 pending += left
@@ -425,6 +472,8 @@ def _has_newline(paths: RunPaths, offset: int) -> bool:
     """Whether the spool has a complete line after offset (reads only until the first newline)."""
     try:
         fd = os.open(paths.spool, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+    except PermissionError:
+        raise  # the caller says whose file and how to fix it
     except OSError:
         return False
     try:
@@ -436,6 +485,17 @@ def _has_newline(paths: RunPaths, offset: int) -> bool:
         return False
     finally:
         os.close(fd)
+
+
+def _group_of(path: Path) -> str:
+    """The name of a directory's group (the spool's group, for a chgrp hint)."""
+    import grp
+
+    try:
+        gid = os.stat(path).st_gid
+        return grp.getgrgid(gid).gr_name
+    except (OSError, KeyError):
+        return "ara-spool"
 
 
 def _human(n: float) -> str:

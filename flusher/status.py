@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import textwrap
 import time
 from typing import Any
@@ -22,11 +23,14 @@ def ara_base(dest: str) -> str | None:
 
 
 def collect(cfg: Config, runs: list[str] | None = None) -> list[dict[str, Any]]:
+    """Per run: the Ara it is complete in; else the one it was shipped to last and what is pending
+    there. Reads the spool dir only (no server, no request): `cfg` gives the spool dir."""
     rows = []
     for run_id in runs or list_runs(cfg.spool_dir):
         paths = RunPaths.of(cfg.spool_dir, run_id)
-        # Where the run was shipped last: that Ara's checkpoint, and a link into it.
-        prog = progress.read(paths)
+        # A flush to a wrong server after the right one must not hide where the run is whole.
+        done = progress.complete_in(paths)
+        prog = done or progress.read(paths)
         st = prog.state or state_mod.RunState(run_id)
         try:
             mtime = os.stat(paths.spool, follow_symlinks=False).st_mtime
@@ -45,16 +49,32 @@ def collect(cfg: Config, runs: list[str] | None = None) -> list[dict[str, Any]]:
             "flushing": is_locked(paths),
             "age_seconds": round(time.time() - mtime, 1) if mtime else None,
             "requests": st.requests,
-            "last_error": st.last_error,
+            "last_error": _unshippable(paths) or st.last_error,
             "last_error_at": st.last_error_at,
             "failing_since": st.first_error_at,
             "playbook_id": pb,
             "ara_server": base,
             "ara_url": f"{base}/playbooks/{pb}.html" if pb and base else None,
+            "complete_in": (base or "(unknown)") if done else None,
             "destinations": [ara_base(d) or "(unknown)" for d in st.destinations() if d or st.sink],
             "spool": str(paths.spool),
         })
     return rows
+
+
+def _unshippable(paths: RunPaths) -> str | None:
+    """In a group-shared spool (a setgid dir: the daemon's), a spool file its group cannot read is
+    never shipped by the daemon: say so, with the fix (never `chmod 600`: that is the cause)."""
+    try:
+        d = os.stat(paths.spool_dir)
+        f = os.stat(paths.spool, follow_symlinks=False)
+    except OSError:
+        return None
+    if not d.st_mode & stat.S_ISGID or f.st_mode & 0o040:
+        return None
+    return (f"the spool's group cannot read {paths.spool} (mode {stat.S_IMODE(f.st_mode):04o}): the daemon "
+            f"cannot ship it; chgrp the file to the spool's group and chmod 660 it, and spool with "
+            "ARA_SPOOL_GROUP_SHARED=true")
 
 
 def _age(seconds: float | None) -> str:
@@ -78,7 +98,9 @@ def render_table(rows: list[dict[str, Any]], width: int | None = None) -> str:
     header = ["RUN", "PENDING", "SHIPPED", "QUARANTINED", "AGE", "STATE", "ARA", "LAST ERROR"]
     table = [header]
     for r in rows:
-        if r["flushing"]:
+        if r.get("complete_in"):
+            state = r["final_status"] or "shipped"
+        elif r["flushing"]:
             state = "flushing"
         elif r["pending"]:
             state = "pending"
@@ -86,7 +108,7 @@ def render_table(rows: list[dict[str, Any]], width: int | None = None) -> str:
             state = r["final_status"] or ("shipped" if r["shipped"] else "-")
         table.append([
             r["run"], str(r["pending"]), str(r["shipped"]), str(r["quarantined"]), _age(r["age_seconds"]),
-            state, r["ara_url"] or "-", " ".join((r["last_error"] or "-").split()),
+            state, r["ara_url"] or r.get("ara_server") or "-", " ".join((r["last_error"] or "-").split()),
         ])
     widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
     indent = sum(w + 2 for w in widths)

@@ -196,7 +196,10 @@ def idle_for(paths: RunPaths, now: float | None = None) -> float:
 def retirable(paths: RunPaths, max_age_s: float, now: float | None = None) -> bool:
     """Whether the run is wholly in an Ara it was shipped to (not only the last one: a flush to a
     wrong server afterwards does not keep it forever) and untouched for max_age_s (no lock taken)."""
-    if progress.complete_in(paths) is None:
+    try:
+        if progress.complete_in(paths) is None:
+            return False
+    except OSError:  # a file this user may not read: not known to be in Ara
         return False
     return idle_for(paths, now) >= max_age_s
 

@@ -390,3 +390,68 @@ def test_group_shared_spool_modes(tmp_path, monkeypatch):
     writer.append("p1", "event", {"task": "t", "status": "ok", "host": "h"}, spool_dir=d2)
     assert stat.S_IMODE(os.stat(d2).st_mode) == 0o700
     assert stat.S_IMODE(os.stat(d2 / "p1.jsonl").st_mode) == 0o600
+
+
+def test_daemon_says_what_it_cannot_ship_and_leaves_runs_complete_elsewhere(cli_env, ara, ara_server, tmp_path):
+    """The daemon as its own user (nobody here) on a group-shared spool: a user's file spooled
+    without ARA_SPOOL_GROUP_SHARED (0600) is an ERROR naming the file and the fix (it was silent);
+    a run complete in another Ara is not an ERROR every minute after ARA_API_SERVER changes."""
+    import shutil
+    import tempfile
+
+    spool = Path(tempfile.mkdtemp(prefix="ara-spool-shared-", dir="/tmp"))
+    try:
+        os.chown(spool, 0, 65534)
+        os.chmod(spool, 0o2770)
+        shared = dict(cli_env, ARA_SPOOL_DIR=str(spool), ARA_SPOOL_GROUP_SHARED="true")
+        spool_run(spool, "elsewhere-1", hosts=1, tasks=2)  # written by the group-shared writer below
+        for p in spool.iterdir():
+            os.chmod(p, 0o660)
+        r = subprocess.run([sys.executable, "-m", "ara_spool.flusher", "flush", "--quiet"], env=shared,
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        private = dict(cli_env, ARA_SPOOL_DIR=str(spool))
+        subprocess.run([sys.executable, "-m", "ara_spool.flusher", "emit", "--run", "private-1", "--task", "t",
+                        "--host", "h", "--status", "ok"], env=private, check=True, timeout=60)
+        path = spool / "private-1.jsonl"
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+        log = tmp_path / "nobody.log"
+
+        def daemon(server: str) -> subprocess.Popen:
+            env = dict(shared, ARA_API_SERVER=server, ARA_SPOOL_LOG_LEVEL="INFO", JOURNAL_STREAM="8:1")
+            with open(log, "ab") as fh:
+                return subprocess.Popen(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--",
+                                         sys.executable, "-m", "ara_spool.flusher", "flush", "--follow", "--poll",
+                                         "0.1"], env=env, stdout=fh, stderr=fh)
+
+        d = daemon(f"http://127.0.0.1:{free_port()}/")  # ARA_API_SERVER changed (a typo)
+        try:
+            wait_until(lambda: "cannot read" in log.read_text(), 20, "the unreadable file's error")
+            time.sleep(1.0)  # ten polls
+        finally:
+            d.send_signal(signal.SIGTERM)
+            assert d.wait(20) == 0
+        text = log.read_text()
+        errors = [ln for ln in text.splitlines() if ln.startswith("<3>")]
+        assert len(errors) == 1 and str(path) in errors[0] and "chmod 660" in errors[0], text
+        assert "ARA_SPOOL_GROUP_SHARED=true" in errors[0] and "elsewhere-1" not in errors[0], text
+        assert "<6>INFO ara_spool.daemon: run elsewhere-1 is complete in " in text, text
+
+        status = subprocess.run([sys.executable, "-m", "ara_spool.flusher", "status", "--run", "private-1",
+                                 "--json"], env=shared, capture_output=True, text=True, timeout=60)
+        assert "cannot read" in status.stdout and "chmod 600" not in status.stdout, status.stdout
+
+        os.chown(path, 0, 65534)  # the fix it printed
+        os.chmod(path, 0o660)
+        log.write_text("")
+        d = daemon(ara_server.url)
+        try:
+            wait_until(lambda: ara.playbooks_for("private-1"), 20, "the fixed file shipped")
+        finally:
+            d.send_signal(signal.SIGTERM)
+            assert d.wait(20) == 0
+        assert "<3>" not in log.read_text(), log.read_text()
+        assert len(ara.playbooks_for("elsewhere-1")) == 1
+    finally:
+        shutil.rmtree(spool, ignore_errors=True)
