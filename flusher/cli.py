@@ -316,7 +316,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from ara_spool.flusher.verify import verify
 
     cfg = _config(args)
-    report, ok = verify(cfg, args.run, repair=args.repair, ara=not args.offline)
+    # Each run against the Ara it went to, unless --server names one.
+    report, ok = verify(cfg, args.run, repair=args.repair, ara=not args.offline, server_given=bool(args.server))
     print(json.dumps(report, indent=2) if args.json else "\n".join(r["summary"] for r in report))
     return EXIT_OK if ok else EXIT_QUARANTINED
 
