@@ -9,10 +9,13 @@
   cfg.max_backoff), holding its place in the spool; nothing is skipped.
 - Clean stop on SIGTERM/SIGINT: shippers stop at the next event boundary, so the request in
   flight finishes and the checkpoint is written; a shipper asleep in backoff (no request in
-  flight) is cancelled at once, one stuck in a request after `stop_grace` seconds (its state then
-  says "not clean" and the next start reconciles against Ara). Exit status 0.
-- systemd (Type=notify): READY=1 once running, STATUS= with the backlog, WATCHDOG=1 at half of
-  WatchdogSec, STOPPING=1. No-ops without $NOTIFY_SOCKET.
+  flight) is cancelled at once, one stuck in a request 0.5 s after the stop (the shipper's
+  STOP_GRACE_SECONDS: its state then says "not clean" and the next start reconciles against Ara);
+  the daemon waits at most `stop_grace` seconds for them all. Exit status 0.
+- systemd (Type=notify): READY=1 once running, STATUS= with the backlog (events not in Ara) and,
+  during an outage, "Ara unreachable since T: <last error>"; WATCHDOG=1 at half of WatchdogSec,
+  STOPPING=1. No-ops without $NOTIFY_SOCKET.
+- A spool file it may not read, or a run complete in another Ara: said once (ERROR, INFO).
 - Retention (spool/retention.py) every `retention_interval` seconds, in a worker thread.
 """
 
@@ -45,10 +48,13 @@ from ara_spool.spool.paths import (
 
 log = logging.getLogger("ara_spool.daemon")
 
-STOP_GRACE = 5.0  # seconds a request in flight may take to finish after SIGTERM
+# Seconds the daemon waits for its shippers to save their checkpoints after SIGTERM; each cancels
+# its own request in flight after shipper.STOP_GRACE_SECONDS (0.5 s).
+STOP_GRACE = 5.0
 PAUSE_AFTER_ERROR = 60.0  # seconds before a run refused by Ara (auth) or broken (state) is retried
 STATUS_EVERY = 10.0  # seconds between STATUS= updates (and over-cap checks)
 SUMMARY_EVERY = 60.0  # seconds between "shipped N events" log lines
+OUTAGE_WARN_EVERY = 300.0  # seconds between WARNING lines while Ara stays unreachable
 FULL_SCAN_EVERY = 5.0  # seconds between scans of every run (new runs are seen at once: dir mtime)
 
 
@@ -127,6 +133,9 @@ class Daemon:
         self.stop = asyncio.Event()
         self.active: dict[str, asyncio.Task[Outcome]] = {}
         self.shipping: dict[str, int] = {}  # run -> events its current shipper has shipped so far
+        self.shippers: dict[str, RunShipper] = {}  # run -> its shipper at work (for an outage's STATUS=)
+        self._outage: str | None = None  # the error STATUS= last showed (None: Ara answers)
+        self._outage_warned = 0.0
         self.paused: dict[str, float] = {}  # run -> monotonic time before which it is left alone
         self.seen: dict[str, _Seen] = {}
         self.ended: set[str] = set()  # runs whose run_end we have seen shipped
@@ -261,14 +270,18 @@ class Daemon:
         stats and checkpoints, and the spool's tail only of runs not shipped to their end."""
         runs = pending = 0
         failing: state_mod.RunState | None = None
-        for run_id in list_runs(self.cfg.spool_dir):
+        # Runs ended and wholly shipped (dormant) have no backlog and no error: with 1,000 old
+        # runs, reading each one's checkpoint every STATUS_EVERY was the idle daemon's main cost.
+        names = [r for r in self.known if r not in self.dormant] if self.known else list_runs(self.cfg.spool_dir)
+        for run_id in names:
             paths = RunPaths.of(self.cfg.spool_dir, run_id)
             snap = self._snapshot(paths)
             if snap is None:
                 continue
             st = state_mod.read_state_quiet(paths, self.cfg.destination)
-            if st is not None and st.last_error and st.first_error_at and \
-                    (failing is None or st.first_error_at < (failing.first_error_at or "")):
+            # The run failing longest, a run at work (Ara unreachable) before one paused on an error.
+            if st is not None and st.last_error and st.first_error_at and (
+                    failing is None or self._failing_key(st) < self._failing_key(failing)):
                 failing = st
             if st is not None and st.offset >= snap.spool_size:
                 continue
@@ -311,7 +324,7 @@ class Daemon:
                 if wd_every is not None and now - last_wd >= wd_every:
                     sd_notify("WATCHDOG=1")
                     last_wd = now
-                if now - last_status >= STATUS_EVERY:
+                if now - last_status >= STATUS_EVERY or self._outage_changed():
                     self._status()
                     last_status = now
                 if now - last_retention >= self.retention_interval and self.retention.days is not None \
@@ -378,7 +391,11 @@ class Daemon:
                     self.shipping[run_id] = max(0, st.shipped - base)
 
             shipper = RunShipper(paths, client, self.cfg, stop=self.stop, on_progress=progress)
-            return await shipper.run()
+            self.shippers[run_id] = shipper
+            try:
+                return await shipper.run()
+            finally:
+                self.shippers.pop(run_id, None)
 
     def _reap(self) -> None:
         for run_id, task in list(self.active.items()):
@@ -430,6 +447,15 @@ class Daemon:
         """Events shipped by this daemon: finished shippers, plus those still at work."""
         return self.stats.shipped + sum(self.shipping.values())
 
+    def _failing_key(self, st: state_mod.RunState) -> tuple[bool, str]:
+        return st.run_id not in self.active, st.first_error_at or ""
+
+    def _outage_changed(self) -> bool:
+        """A shipper at work began or stopped failing to reach Ara since STATUS= last said
+        (in memory: cheap every poll), so that STATUS= shows an outage at once."""
+        failing = any(sh.state is not None and sh.state.last_error for sh in self.shippers.values())
+        return failing != (self._outage is not None)
+
     def _status(self) -> None:
         runs, pending, failing = self.backlog()
         status = (f"backlog {pending} event(s) in {runs} run(s); {len(self.active)} shipping; "
@@ -439,6 +465,12 @@ class Daemon:
             error = " ".join((failing.last_error or "").split())
             what = "Ara unreachable" if failing.run_id in self.active else f"run {failing.run_id} failing"
             status = f"{what} since {failing.first_error_at}: {error}; {status}"
+            if failing.run_id in self.active and time.monotonic() - self._outage_warned >= OUTAGE_WARN_EVERY:
+                # Each retry is INFO (-v): the outage itself is a WARNING while it lasts.
+                log.warning("%s since %s: %s; %d event(s) wait in the spool", what, failing.first_error_at,
+                            error, pending)
+                self._outage_warned = time.monotonic()
+        self._outage = (failing.last_error or "") if failing is not None and failing.run_id in self.active else None
         if self._cap.max_bytes is not None:
             used = retention_mod.unshipped_bytes(self.cfg.spool_dir)
             if used > self._cap.max_bytes:

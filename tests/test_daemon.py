@@ -455,3 +455,37 @@ def test_daemon_says_what_it_cannot_ship_and_leaves_runs_complete_elsewhere(cli_
         assert len(ara.playbooks_for("elsewhere-1")) == 1
     finally:
         shutil.rmtree(spool, ignore_errors=True)
+
+
+def test_status_says_ara_is_unreachable_during_an_outage(cli_env, spool_dir, followers, tmp_path):
+    """During an outage STATUS= said "1 shipping", never that Ara was down; and only the first
+    retry was a WARNING. Now STATUS= leads with "Ara unreachable since T: <error>" as soon as a
+    shipper fails, and the journal has it as a WARNING."""
+    sock_path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(sock_path))
+    sock.settimeout(0.2)
+    messages: list[str] = []
+
+    def outage() -> bool:
+        try:
+            while True:
+                messages.append(sock.recv(4096).decode())
+        except TimeoutError:
+            pass
+        return any(m.startswith("STATUS=Ara unreachable since ") for m in messages)
+
+    try:
+        dead = f"http://127.0.0.1:{free_port()}"
+        env = dict(cli_env, NOTIFY_SOCKET=str(sock_path), JOURNAL_STREAM="8:1", ARA_API_SERVER=dead)
+        emit_events(spool_dir, "outage-1", 3)
+        d = followers(env, "--max-backoff", "0.5")
+        wait_until(outage, 20, "STATUS= to say Ara is unreachable", every=0.01)
+        rc, _ = d.stop()
+        assert rc == 0
+    finally:
+        sock.close()
+    [first] = [m for m in messages if m.startswith("STATUS=Ara unreachable since ")][:1]
+    assert "cannot connect" in first and "backlog 3 event(s) in 1 run(s)" in first, first
+    assert any(ln.startswith("<4>WARNING ara_spool.daemon: Ara unreachable since ") for ln in d.text().splitlines()), \
+        d.text()
