@@ -201,6 +201,8 @@ def cmd_flush(args: argparse.Namespace) -> int:
             outcomes = asyncio.run(oneshot.flush(
                 cfg, args.run, timeout=oneshot.DEFAULT_TIMEOUT if args.timeout is None else timeout,
                 wait_if_busy=not args.no_wait, on_progress=progress.update,
+                # On a terminal an outage is said as it begins: a dead port was silent for --timeout.
+                quiet_retries=args.quiet or not sys.stderr.isatty(),
             ))
         finally:
             progress.close()
@@ -264,8 +266,10 @@ def cmd_requeue(args: argparse.Namespace) -> int:
     cfg = _config(args)
     _known_runs(cfg, args.run)
     code = EXIT_OK
+    acted = False
     for run_id in args.run or list_runs(cfg.spool_dir):
         result = requeue(RunPaths.of(cfg.spool_dir, run_id))
+        acted = acted or bool(result.busy or result.requeued or result.kept)
         if result.busy:
             print(f"ara-spool: run {run_id}: a flusher is shipping it; try again when it is done", file=sys.stderr)
             code = EXIT_BUSY
@@ -273,6 +277,8 @@ def cmd_requeue(args: argparse.Namespace) -> int:
         if result.requeued or result.kept:
             kept = f"; {result.kept} line(s) kept in quarantine (not a valid event)" if result.kept else ""
             print(f"ara-spool: run {run_id}: {result.requeued} line(s) back in line to ship{kept}", file=sys.stderr)
+    if not acted:
+        _say("INFO", f"nothing to requeue: no quarantined line in {', '.join(args.run or []) or cfg.spool_dir}")
     return code
 
 

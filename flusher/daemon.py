@@ -204,6 +204,8 @@ class Daemon:
 
     def needs_work(self, run_id: str, snap: _Seen | None = None) -> bool:
         """Whether run_id has whole lines past its checkpoint, or an unclean checkpoint."""
+        if snap is not None and snap == self.seen.get(run_id):
+            return False  # unchanged since it had nothing to do: no path built (1,000 old runs per scan)
         paths = RunPaths.of(self.cfg.spool_dir, run_id)
         if snap is None:
             snap = self._snapshot(paths)

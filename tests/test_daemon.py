@@ -489,3 +489,24 @@ def test_status_says_ara_is_unreachable_during_an_outage(cli_env, spool_dir, fol
     assert "cannot connect" in first and "backlog 3 event(s) in 1 run(s)" in first, first
     assert any(ln.startswith("<4>WARNING ara_spool.daemon: Ara unreachable since ") for ln in d.text().splitlines()), \
         d.text()
+
+
+def test_size_cap_counts_only_what_is_not_in_ara(cli_env, spool_dir):
+    """ARA_SPOOL_MAX_BYTES=1M with 0 B pending said "SPOOL OVER CAP" and `refuse` refused `emit`
+    although everything was shipped; its message began `ara-spool: : spool`."""
+    from ara_spool.spool.state import RunState, save
+
+    emit_events(spool_dir, "cap-shipped", 40)
+    size = os.path.getsize(spool_dir / "cap-shipped.jsonl")
+    # Its checkpoint at the spool's end, as a flush leaves it: nothing of it is unshipped.
+    save(RunPaths.of(spool_dir, "cap-shipped"), RunState("cap-shipped", dest="http://x/api/v1", offset=size,
+                                                          ended=True))
+    env = dict(cli_env, ARA_SPOOL_MAX_BYTES=str(size // 2), ARA_SPOOL_FULL_POLICY="refuse")
+    emit = [sys.executable, "-m", "ara_spool.flusher", "emit", "--run", "cap-new", "--task", "t", "--host", "h",
+            "--status", "ok"]
+    r = subprocess.run(emit, env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert retention.unshipped_bytes(spool_dir) == os.path.getsize(spool_dir / "cap-new.jsonl")
+    # Unshipped bytes over the cap: refused, and the message starts as every other one.
+    r = subprocess.run(emit, env=dict(env, ARA_SPOOL_MAX_BYTES="100"), capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and r.stderr.startswith("ara-spool: spool ") and "not yet in Ara" in r.stderr, r.stderr

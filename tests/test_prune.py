@@ -130,3 +130,38 @@ def test_status_and_prune_after_a_flush_to_a_wrong_server(cli_env, ara, ara_serv
     r = cli(cli_env, "prune", "--days", "0")
     assert r.returncode == 0 and "1 run(s)" in r.stderr, r.stderr
     assert not list(spool_dir.glob("wrong-1*")), list(spool_dir.iterdir())
+
+
+def test_oneshot_says_what_it_does_on_a_terminal_and_in_the_journal(cli_env, ara, spool_dir):
+    """A one-shot to a dead port on a terminal said nothing for --timeout (60 s); the timer's
+    `flush --quiet` logged nothing on success; `requeue` with nothing to do printed nothing."""
+    import pty
+    import select
+
+    spool_run(spool_dir, "say-1", hosts=1, tasks=1)
+    master, slave = pty.openpty()
+    env = dict(cli_env, ARA_API_SERVER=f"http://127.0.0.1:{free_port()}")
+    proc = subprocess.Popen([sys.executable, "-m", "ara_spool.flusher", "flush", "--timeout", "20"], env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=slave)
+    os.close(slave)
+    seen, deadline = b"", time.monotonic() + 10
+    try:
+        while b"cannot connect" not in seen and time.monotonic() < deadline:
+            if select.select([master], [], [], 0.2)[0]:
+                try:
+                    seen += os.read(master, 4096)
+                except OSError:
+                    break
+        assert b"cannot connect" in seen and proc.poll() is None, seen  # said at once, still retrying
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(20)
+        os.close(master)
+
+    r = cli(dict(cli_env, JOURNAL_STREAM="8:1"), "flush", "--quiet")  # the timer's one-shot
+    assert r.returncode == 0 and r.stderr.startswith("<6>ara-spool: ") and "event(s) shipped" in r.stderr, r.stderr
+    r = cli(dict(cli_env, JOURNAL_STREAM="8:1"), "flush", "--quiet")
+    assert r.returncode == 0 and r.stderr.startswith("<6>ara-spool: nothing to ship"), r.stderr
+    assert cli(cli_env, "flush", "--quiet").stderr == ""  # on a terminal or in a script, --quiet is quiet
+    r = cli(cli_env, "requeue")
+    assert r.returncode == 0 and "nothing to requeue" in r.stderr, r.stderr
