@@ -214,11 +214,14 @@ class Container:
         out = self.sh(f"systemctl show {shlex.quote(unit)} " + " ".join(f"-p {p}" for p in props)).stdout
         return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
-    def journal(self, unit: str | None = None, after: str | None = None) -> str:
-        """The journal of this boot (of one unit), after a cursor() if given; messages only."""
+    def journal(self, unit: str | None = None, after: str | None = None, priority: str | None = None) -> str:
+        """The journal of this boot (of one unit), after a cursor() if given, at `priority` or
+        more urgent (`err`: journalctl -p err) if given; messages only."""
         args = "journalctl -b --no-pager -o cat"
         if unit:
             args += f" -u {shlex.quote(unit)}"
+        if priority:
+            args += f" -p {shlex.quote(priority)}"
         if after:
             args += f" --after-cursor={shlex.quote(after)}"
         return self.sh(args, check=False).stdout
