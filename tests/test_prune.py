@@ -41,9 +41,11 @@ def test_prune_retires_shipped_idle_runs_only(cli_env, ara, spool_dir):
     for run_id in ("pr-done", "pr-open"):
         age(spool_dir, run_id, 10)
 
-    r = cli(cli_env, "prune", "--days", "7")
+    r = cli(cli_env, "-v", "prune", "--days", "7")
     assert r.returncode == 0, r.stderr
     assert "1 run(s) shipped and idle for 7 day(s) removed; 2 kept" in r.stderr
+    # Its real age, not the threshold (it said "idle for 7.0 day(s)" of a 10-day-old run).
+    assert "run pr-done: in Ara and idle for 10.0 day(s) (over 7): removed" in r.stderr, r.stderr
     assert not list(spool_dir.glob("pr-done*")), list(spool_dir.iterdir())
     assert (spool_dir / "pr-open.jsonl").exists() and (spool_dir / "pr-young.jsonl").exists()
 
