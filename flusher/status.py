@@ -14,7 +14,7 @@ from ara_spool.flusher.ids import playbook_of
 from ara_spool.spool import progress, quarantine
 from ara_spool.spool import state as state_mod
 from ara_spool.spool.lock import is_locked
-from ara_spool.spool.paths import RunPaths, list_runs
+from ara_spool.spool.paths import RunPaths, UnsafeSpoolPath, list_runs
 
 
 def ara_base(dest: str) -> str | None:
@@ -29,9 +29,13 @@ def collect(cfg: Config, runs: list[str] | None = None) -> list[dict[str, Any]]:
     for run_id in runs or list_runs(cfg.spool_dir):
         paths = RunPaths.of(cfg.spool_dir, run_id)
         # A flush to a wrong server after the right one must not hide where the run is whole.
-        done = progress.complete_in(paths)
-        prog = done or progress.read(paths)
-        st = prog.state or state_mod.RunState(run_id)
+        problem = None
+        try:
+            done = progress.complete_in(paths)
+            prog: progress.RunProgress | None = done or progress.read(paths)
+        except (OSError, UnsafeSpoolPath) as exc:  # a file this user may not read, or refused: say so
+            done, prog, problem = None, None, str(exc)
+        st = (prog.state if prog is not None else state_mod.read_state_quiet(paths)) or state_mod.RunState(run_id)
         try:
             mtime = os.stat(paths.spool, follow_symlinks=False).st_mtime
         except FileNotFoundError:
@@ -40,8 +44,8 @@ def collect(cfg: Config, runs: list[str] | None = None) -> list[dict[str, Any]]:
         base = ara_base(st.dest)
         rows.append({
             "run": run_id,
-            "pending": prog.pending_lines,
-            "pending_tail_bytes": prog.torn,
+            "pending": prog.pending_lines if prog is not None else None,  # None: unknown (unreadable)
+            "pending_tail_bytes": prog.torn if prog is not None else None,
             "shipped": st.shipped,
             "quarantined": quarantine.count(paths),
             "ended": st.ended,
@@ -49,7 +53,7 @@ def collect(cfg: Config, runs: list[str] | None = None) -> list[dict[str, Any]]:
             "flushing": is_locked(paths),
             "age_seconds": round(time.time() - mtime, 1) if mtime else None,
             "requests": st.requests,
-            "last_error": _unshippable(paths) or st.last_error,
+            "last_error": _unshippable(paths) or _advice(paths, problem or st.last_error),
             "last_error_at": st.last_error_at,
             "failing_since": st.first_error_at,
             "playbook_id": pb,
@@ -75,6 +79,22 @@ def _unshippable(paths: RunPaths) -> str | None:
     return (f"the spool's group cannot read {paths.spool} (mode {stat.S_IMODE(f.st_mode):04o}): the daemon "
             f"cannot ship it; chgrp the file to the spool's group and chmod 660 it, and spool with "
             "ARA_SPOOL_GROUP_SHARED=true")
+
+
+def _advice(paths: RunPaths, error: str | None) -> str | None:
+    """A flusher's error as status shows it. In a group-shared spool (a setgid dir), a 0660 file
+    refused by a process without ARA_SPOOL_GROUP_SHARED is fixed by that setting, never by the
+    `chmod 600` the error suggests: that stops the daemon reading it."""
+    if not error or "chmod 600" not in error:
+        return error
+    try:
+        shared = bool(os.stat(paths.spool_dir).st_mode & stat.S_ISGID)
+    except OSError:
+        return error
+    if not shared:
+        return error
+    return (error.replace(" (chmod 600 it if its content is trusted)", "")
+            + "; this spool is group-shared: set ARA_SPOOL_GROUP_SHARED=true for whoever ran that flush")
 
 
 def _age(seconds: float | None) -> str:
@@ -106,8 +126,9 @@ def render_table(rows: list[dict[str, Any]], width: int | None = None) -> str:
             state = "pending"
         else:
             state = r["final_status"] or ("shipped" if r["shipped"] else "-")
+        pending = "?" if r["pending"] is None else str(r["pending"])  # ?: the spool could not be read
         table.append([
-            r["run"], str(r["pending"]), str(r["shipped"]), str(r["quarantined"]), _age(r["age_seconds"]),
+            r["run"], pending, str(r["shipped"]), str(r["quarantined"]), _age(r["age_seconds"]),
             state, r["ara_url"] or r.get("ara_server") or "-", " ".join((r["last_error"] or "-").split()),
         ])
     widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]

@@ -89,3 +89,31 @@ async def test_pending_is_the_lines_not_in_ara_after_a_partial_flush_with_a_wind
     assert len(ara.results(ara.playbook_for(run_id)["id"])) == len(spooled)
     [row] = status.collect(c, [run_id])
     assert row["pending"] == 0 and row["shipped"] == total
+
+
+def test_status_never_advises_chmod_600_in_a_group_shared_spool(tmp_path):
+    """A flusher run without ARA_SPOOL_GROUP_SHARED refuses a 0660 spool file "(chmod 600 it ...)":
+    in a group-shared spool that chmod is what stops the daemon; status says what fixes it."""
+    import os
+
+    from ara_spool.flusher import status
+    from ara_spool.flusher.config import Config
+    from ara_spool.spool.paths import RunPaths
+    from ara_spool.spool.state import RunState, save
+
+    from tests.runs import emit_events
+
+    spool = tmp_path / "shared"
+    spool.mkdir()
+    os.chmod(spool, 0o2770)
+    emit_events(spool, "g-1", 1)
+    os.chmod(spool / "g-1.jsonl", 0o660)
+    refused = (f"{spool}/g-1.jsonl is writable by group or others (mode 0660), so its events could be forged "
+               "(chmod 600 it if its content is trusted); refusing it")
+    save(RunPaths.of(spool, "g-1"), RunState("g-1", dest="http://a/api/v1", last_error=refused))
+    [row] = status.collect(Config(spool_dir=spool))
+    assert "chmod 600" not in row["last_error"] and "ARA_SPOOL_GROUP_SHARED=true" in row["last_error"], row
+    assert row["pending"] is None and render_table([row]).splitlines()[1].split()[:2] == ["g-1", "?"]
+    os.chmod(spool, 0o700)  # a private spool: the advice stands
+    [row] = status.collect(Config(spool_dir=spool))
+    assert row["last_error"] == refused
