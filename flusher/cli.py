@@ -94,8 +94,17 @@ def _say(level: str, message: str) -> None:
 
 
 def _journal() -> bool:
-    """Our stderr goes to the journal (systemd sets JOURNAL_STREAM for a unit's stdout/stderr)."""
-    return bool(os.environ.get("JOURNAL_STREAM"))
+    """Our stderr is the journal: systemd sets JOURNAL_STREAM=<device>:<inode> of the stream it gave
+    a unit. A child writing elsewhere (the in-play flusher's log file) inherits the variable, not the
+    stream: it keeps timestamps and plain lines."""
+    dev, _, ino = os.environ.get("JOURNAL_STREAM", "").partition(":")
+    if not (dev.isdigit() and ino.isdigit()):
+        return False
+    try:
+        st = os.fstat(sys.stderr.fileno())
+    except (OSError, ValueError, AttributeError):
+        return False
+    return (st.st_dev, st.st_ino) == (int(dev), int(ino))
 
 
 class _JournalFormatter(logging.Formatter):

@@ -27,6 +27,13 @@ EXIT_BUSY = 6
 EXIT_UNREACHABLE = 3
 
 
+def journal_stream(path: Path) -> str:
+    """JOURNAL_STREAM as systemd sets it for a unit whose stderr is this file (created if need be)."""
+    path.touch()
+    st = path.stat()
+    return f"{st.st_dev}:{st.st_ino}"
+
+
 def wait_until(cond: Callable[[], Any], timeout: float, what: str, every: float = 0.05) -> Any:
     deadline = time.monotonic() + timeout
     while True:
@@ -262,7 +269,8 @@ def test_sd_notify_ready_status_watchdog_stopping_and_journal_logs(cli_env, spoo
                 return messages
 
     try:
-        env = dict(cli_env, NOTIFY_SOCKET=str(sock_path), WATCHDOG_USEC="400000", JOURNAL_STREAM="8:12345")
+        env = dict(cli_env, NOTIFY_SOCKET=str(sock_path), WATCHDOG_USEC="400000",
+                   JOURNAL_STREAM=journal_stream(tmp_path / "daemon.log"))
         emit_events(spool_dir, "follow-notify", 3)
         d = followers(env)
         wait_until(lambda: any("WATCHDOG=1" in m for m in drain()) and
@@ -276,8 +284,8 @@ def test_sd_notify_ready_status_watchdog_stopping_and_journal_logs(cli_env, spoo
     status = [m for m in messages if m.startswith("STATUS=backlog")]
     assert status and "run(s)" in status[0]
     assert any(m.startswith("STOPPING=1") for m in messages)
-    # Under systemd (JOURNAL_STREAM set) journald stamps lines: ours carry no timestamp, and their level
-    # as a syslog `<N>` prefix (journalctl -p err).
+    # Under systemd (JOURNAL_STREAM names our stderr) journald stamps lines: ours carry no timestamp,
+    # and their level as a syslog `<N>` prefix (journalctl -p err).
     lines = [ln for ln in d.text().splitlines() if ln.strip()]
     assert lines and all(ln.startswith(("<6>INFO ", "<4>WARNING ", "<3>ERROR ")) for ln in lines), lines[:3]
 
@@ -419,7 +427,7 @@ def test_daemon_says_what_it_cannot_ship_and_leaves_runs_complete_elsewhere(cli_
         log = tmp_path / "nobody.log"
 
         def daemon(server: str) -> subprocess.Popen:
-            env = dict(shared, ARA_API_SERVER=server, ARA_SPOOL_LOG_LEVEL="INFO", JOURNAL_STREAM="8:1")
+            env = dict(shared, ARA_API_SERVER=server, ARA_SPOOL_LOG_LEVEL="INFO", JOURNAL_STREAM=journal_stream(log))
             with open(log, "ab") as fh:
                 return subprocess.Popen(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--",
                                          sys.executable, "-m", "ara_spool.flusher", "flush", "--follow", "--poll",
@@ -477,7 +485,8 @@ def test_status_says_ara_is_unreachable_during_an_outage(cli_env, spool_dir, fol
 
     try:
         dead = f"http://127.0.0.1:{free_port()}"
-        env = dict(cli_env, NOTIFY_SOCKET=str(sock_path), JOURNAL_STREAM="8:1", ARA_API_SERVER=dead)
+        env = dict(cli_env, NOTIFY_SOCKET=str(sock_path), JOURNAL_STREAM=journal_stream(tmp_path / "daemon.log"),
+                   ARA_API_SERVER=dead)
         emit_events(spool_dir, "outage-1", 3)
         d = followers(env, "--max-backoff", "0.5")
         wait_until(outage, 20, "STATUS= to say Ara is unreachable", every=0.01)

@@ -160,10 +160,21 @@ def test_oneshot_says_what_it_does_on_a_terminal_and_in_the_journal(cli_env, ara
         proc.wait(20)
         os.close(master)
 
-    r = cli(dict(cli_env, JOURNAL_STREAM="8:1"), "flush", "--quiet")  # the timer's one-shot
-    assert r.returncode == 0 and r.stderr.startswith("<6>ara-spool: ") and "event(s) shipped" in r.stderr, r.stderr
-    r = cli(dict(cli_env, JOURNAL_STREAM="8:1"), "flush", "--quiet")
-    assert r.returncode == 0 and r.stderr.startswith("<6>ara-spool: nothing to ship"), r.stderr
-    assert cli(cli_env, "flush", "--quiet").stderr == ""  # on a terminal or in a script, --quiet is quiet
+    def in_journal(*args: str) -> tuple[int, str]:
+        """As the timer's unit runs it: stderr is the stream JOURNAL_STREAM names."""
+        out = spool_dir.parent / "journal.txt"
+        out.write_text("")
+        st = out.stat()
+        with open(out, "ab") as fh:
+            rc = subprocess.run([sys.executable, "-m", "ara_spool.flusher", *args], stderr=fh, timeout=120,
+                                env=dict(cli_env, JOURNAL_STREAM=f"{st.st_dev}:{st.st_ino}")).returncode
+        return rc, out.read_text()
+
+    rc, text = in_journal("flush", "--quiet")  # the timer's one-shot
+    assert rc == 0 and text.startswith("<6>ara-spool: ") and "event(s) shipped" in text, text
+    rc, text = in_journal("flush", "--quiet")
+    assert rc == 0 and text.startswith("<6>ara-spool: nothing to ship"), text
+    # JOURNAL_STREAM inherited, stderr elsewhere (a pipe here): plain and --quiet.
+    assert cli(dict(cli_env, JOURNAL_STREAM="8:1"), "flush", "--quiet").stderr == ""
     r = cli(cli_env, "requeue")
     assert r.returncode == 0 and "nothing to requeue" in r.stderr, r.stderr
