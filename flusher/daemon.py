@@ -33,6 +33,7 @@ from typing import Any
 
 from ara_spool.flusher.client import AraClient
 from ara_spool.flusher.config import Config
+from ara_spool.flusher.daemon_status import StatusReport
 from ara_spool.flusher.ids import playbook_of
 from ara_spool.flusher.shipper import Outcome, RunShipper
 from ara_spool.spool import progress
@@ -54,7 +55,6 @@ STOP_GRACE = 5.0
 PAUSE_AFTER_ERROR = 60.0  # seconds before a run refused by Ara (auth) or broken (state) is retried
 STATUS_EVERY = 10.0  # seconds between STATUS= updates (and over-cap checks)
 SUMMARY_EVERY = 60.0  # seconds between "shipped N events" log lines
-OUTAGE_WARN_EVERY = 300.0  # seconds between WARNING lines while Ara stays unreachable
 FULL_SCAN_EVERY = 5.0  # seconds between scans of every run (new runs are seen at once: dir mtime)
 
 
@@ -134,8 +134,6 @@ class Daemon:
         self.active: dict[str, asyncio.Task[Outcome]] = {}
         self.shipping: dict[str, int] = {}  # run -> events its current shipper has shipped so far
         self.shippers: dict[str, RunShipper] = {}  # run -> its shipper at work (for an outage's STATUS=)
-        self._outage: str | None = None  # the error STATUS= last showed (None: Ara answers)
-        self._outage_warned = 0.0
         self.paused: dict[str, float] = {}  # run -> monotonic time before which it is left alone
         self.seen: dict[str, _Seen] = {}
         self.ended: set[str] = set()  # runs whose run_end we have seen shipped
@@ -147,8 +145,7 @@ class Daemon:
         self.stats = Stats()
         self._summary_shipped = 0
         self._retention_task: asyncio.Task[retention_mod.Report] | None = None
-        self._cap = retention_mod.Cap.from_env()
-        self._cap_warned = 0.0
+        self.report = StatusReport(cfg)
 
     # -- what to ship -----------------------------------------------------------------------
     def _snapshot(self, paths: RunPaths) -> _Seen | None:
@@ -267,36 +264,6 @@ class Daemon:
                   paths.run_id, exc.filename or paths.spool, what, exc.strerror or exc,
                   _group_of(paths.spool_dir), paths.spool, paths.spool)
 
-    def backlog(self) -> tuple[int, int, state_mod.RunState | None]:
-        """(runs with something pending, events pending, the state of the run failing longest):
-        stats and checkpoints, and the spool's tail only of runs not shipped to their end."""
-        runs = pending = 0
-        failing: state_mod.RunState | None = None
-        # Runs ended and wholly shipped (dormant) have no backlog and no error: with 1,000 old
-        # runs, reading each one's checkpoint every STATUS_EVERY was the idle daemon's main cost.
-        names = [r for r in self.known if r not in self.dormant] if self.known else list_runs(self.cfg.spool_dir)
-        for run_id in names:
-            paths = RunPaths.of(self.cfg.spool_dir, run_id)
-            snap = self._snapshot(paths)
-            if snap is None:
-                continue
-            st = state_mod.read_state_quiet(paths, self.cfg.destination)
-            # The run failing longest, a run at work (Ara unreachable) before one paused on an error.
-            if st is not None and st.last_error and st.first_error_at and (
-                    failing is None or self._failing_key(st) < self._failing_key(failing)):
-                failing = st
-            if st is not None and st.offset >= snap.spool_size:
-                continue
-            # The one progress model: lines acknowledged above the low-water mark are not backlog.
-            try:
-                left = progress.read(paths, self.cfg.destination).pending_lines
-            except OSError:  # unreadable (said once by needs_work): not ours to ship
-                continue
-            if left > 0:
-                runs += 1
-                pending += left
-        return runs, pending, failing
-
     # -- the loop ---------------------------------------------------------------------------
     async def run(self) -> int:
         ensure_spool_dir(self.cfg.spool_dir)
@@ -326,7 +293,7 @@ class Daemon:
                 if wd_every is not None and now - last_wd >= wd_every:
                     sd_notify("WATCHDOG=1")
                     last_wd = now
-                if now - last_status >= STATUS_EVERY or self._outage_changed():
+                if now - last_status >= STATUS_EVERY or self.report.outage_changed(self.shippers):
                     self._status()
                     last_status = now
                 if now - last_retention >= self.retention_interval and self.retention.days is not None \
@@ -387,12 +354,12 @@ class Daemon:
             base = before.shipped if before is not None else 0
             shipper: RunShipper | None = None
 
-            def progress(_run_id: str, _n: int) -> None:
+            def shipped(_run_id: str, _n: int) -> None:
                 st = shipper.state if shipper is not None else None
                 if st is not None:
                     self.shipping[run_id] = max(0, st.shipped - base)
 
-            shipper = RunShipper(paths, client, self.cfg, stop=self.stop, on_progress=progress)
+            shipper = RunShipper(paths, client, self.cfg, stop=self.stop, on_progress=shipped)
             self.shippers[run_id] = shipper
             try:
                 return await shipper.run()
@@ -449,40 +416,10 @@ class Daemon:
         """Events shipped by this daemon: finished shippers, plus those still at work."""
         return self.stats.shipped + sum(self.shipping.values())
 
-    def _failing_key(self, st: state_mod.RunState) -> tuple[bool, str]:
-        return st.run_id not in self.active, st.first_error_at or ""
-
-    def _outage_changed(self) -> bool:
-        """A shipper at work began or stopped failing to reach Ara since STATUS= last said
-        (in memory: cheap every poll), so that STATUS= shows an outage at once."""
-        failing = any(sh.state is not None and sh.state.last_error for sh in self.shippers.values())
-        return failing != (self._outage is not None)
-
     def _status(self) -> None:
-        runs, pending, failing = self.backlog()
-        status = (f"backlog {pending} event(s) in {runs} run(s); {len(self.active)} shipping; "
-                  f"{self.shipped_since_start()} event(s) shipped since start")
-        if failing is not None:
-            # An outage is what an operator must see first in `systemctl status`.
-            error = " ".join((failing.last_error or "").split())
-            what = "Ara unreachable" if failing.run_id in self.active else f"run {failing.run_id} failing"
-            status = f"{what} since {failing.first_error_at}: {error}; {status}"
-            if failing.run_id in self.active and time.monotonic() - self._outage_warned >= OUTAGE_WARN_EVERY:
-                # Each retry is INFO (-v): the outage itself is a WARNING while it lasts.
-                log.warning("%s since %s: %s; %d event(s) wait in the spool", what, failing.first_error_at,
-                            error, pending)
-                self._outage_warned = time.monotonic()
-        self._outage = (failing.last_error or "") if failing is not None and failing.run_id in self.active else None
-        if self._cap.max_bytes is not None:
-            used = retention_mod.unshipped_bytes(self.cfg.spool_dir)
-            if used > self._cap.max_bytes:
-                status += f"; SPOOL OVER CAP ({_human(used)} unshipped > {_human(self._cap.max_bytes)})"
-                if time.monotonic() - self._cap_warned >= 300:
-                    log.warning("spool %s holds %s not yet in Ara, over ARA_SPOOL_MAX_BYTES=%d (policy %s): "
-                                "is Ara reachable?", self.cfg.spool_dir, _human(used), self._cap.max_bytes,
-                                self._cap.policy)
-                    self._cap_warned = time.monotonic()
-        sd_notify("STATUS=" + status)
+        # Runs ended and wholly shipped (dormant) have no backlog and no error: not read.
+        runs = [r for r in self.known if r not in self.dormant] if self.known else list_runs(self.cfg.spool_dir)
+        sd_notify("STATUS=" + self.report.text(runs, self.active, self.shipped_since_start()))
 
     def _retention_done(self, task: asyncio.Task[retention_mod.Report]) -> None:
         if task.cancelled():
@@ -530,14 +467,6 @@ def _group_of(path: Path) -> str:
         return grp.getgrgid(gid).gr_name
     except (OSError, KeyError):
         return "ara-spool"
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
 
 
 def run_daemon(
