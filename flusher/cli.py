@@ -92,8 +92,40 @@ log = logging.getLogger("ara_spool")
 
 
 def _fail(message: str, code: int = EXIT_ERROR) -> int:
-    print(f"ara-spool: {message}", file=sys.stderr)
+    print(f"{_LEVEL_PREFIX['ERROR'] if _journal() else ''}ara-spool: {message}", file=sys.stderr)
     return code
+
+
+# syslog priorities: under systemd, journald reads a line's `<N>` prefix as its level (`journalctl -p err`).
+_LEVEL_PREFIX = {"DEBUG": "<7>", "INFO": "<6>", "WARNING": "<4>", "ERROR": "<3>", "CRITICAL": "<2>"}
+
+
+def _say(level: str, message: str) -> None:
+    """One line for the user on stderr; under systemd with its level for the journal."""
+    print(f"{_LEVEL_PREFIX[level] if _journal() else ''}ara-spool: {message}", file=sys.stderr)
+
+
+def _journal() -> bool:
+    """Our stderr is the journal: systemd sets JOURNAL_STREAM=<device>:<inode> of the stream it gave
+    a unit. A child writing elsewhere (the in-play flusher's log file) inherits the variable, not the
+    stream: it keeps timestamps and plain lines."""
+    dev, _, ino = os.environ.get("JOURNAL_STREAM", "").partition(":")
+    if not (dev.isdigit() and ino.isdigit()):
+        return False
+    try:
+        st = os.fstat(sys.stderr.fileno())
+    except (OSError, ValueError, AttributeError):
+        return False
+    return (st.st_dev, st.st_ino) == (int(dev), int(ino))
+
+
+class _JournalFormatter(logging.Formatter):
+    """Each line with its syslog level prefix, for journald; no timestamp (journald stamps it)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        prefix = _LEVEL_PREFIX.get(record.levelname, "<6>")
+        return "\n".join(prefix + line for line in text.splitlines())
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -220,6 +252,8 @@ def cmd_flush(args: argparse.Namespace) -> int:
             outcomes = asyncio.run(oneshot.flush(
                 cfg, args.run, timeout=oneshot.DEFAULT_TIMEOUT if args.timeout is None else timeout,
                 wait_if_busy=not args.no_wait, on_progress=progress.update,
+                # On a terminal an outage is said as it begins: a dead port was silent for --timeout.
+                quiet_retries=args.quiet or not sys.stderr.isatty(),
             ))
         finally:
             progress.close()
@@ -234,20 +268,22 @@ def cmd_flush(args: argparse.Namespace) -> int:
                 detail = f"Ara unreachable, spool kept: {detail}"
             elif o.status == "server":
                 detail = f"not a working Ara, spool kept: {detail}"
-            print(f"ara-spool: run {o.run_id}: {detail}", file=sys.stderr)
+            _say("ERROR", f"run {o.run_id}: {detail}")
             failed.append(o.run_id)
         elif o.status == "stopped":
-            print(f"ara-spool: run {o.run_id}: stopped; checkpoint saved, the rest stays in the spool",
-                  file=sys.stderr)
+            _say("INFO", f"run {o.run_id}: stopped; checkpoint saved, the rest stays in the spool")
         elif o.quarantined:
-            print(f"ara-spool: run {o.run_id}: {o.quarantined} line(s) quarantined, see "
-                  f"{cfg.spool_dir}/{o.run_id}.rejected.jsonl", file=sys.stderr)
+            _say("WARNING", f"run {o.run_id}: {o.quarantined} line(s) quarantined, see "
+                 f"{cfg.spool_dir}/{o.run_id}.rejected.jsonl")
     if failed and code in (EXIT_UNREACHABLE, EXIT_SERVER, EXIT_AUTH):
-        print(f"ara-spool: once fixed, ship them with: {_retry_hint(cfg, failed)}", file=sys.stderr)
-    if not args.quiet and code == EXIT_OK and outcomes:
+        _say("ERROR", f"once fixed, ship them with: {_retry_hint(cfg, failed)}")
+    # --quiet (the timer's) is silent on a terminal; in the journal a success still says so.
+    if (not args.quiet or (_journal() and not args.until_end)) and code == EXIT_OK:
         shipped = sum(o.shipped for o in outcomes)
-        print(f"ara-spool: {shipped} event(s) shipped for {len(outcomes)} run(s) to {cfg.display_server}",
-              file=sys.stderr)
+        if outcomes:
+            _say("INFO", f"{shipped} event(s) shipped for {len(outcomes)} run(s) to {cfg.display_server}")
+        else:
+            _say("INFO", f"nothing to ship: every run in {cfg.spool_dir} is in {cfg.display_server}")
     return code
 
 
@@ -281,8 +317,10 @@ def cmd_requeue(args: argparse.Namespace) -> int:
     cfg = _config(args)
     _known_runs(cfg, args.run)
     code = EXIT_OK
+    acted = False
     for run_id in args.run or list_runs(cfg.spool_dir):
         result = requeue(RunPaths.of(cfg.spool_dir, run_id))
+        acted = acted or bool(result.busy or result.requeued or result.kept)
         if result.busy:
             print(f"ara-spool: run {run_id}: a flusher is shipping it; try again when it is done", file=sys.stderr)
             code = EXIT_BUSY
@@ -290,6 +328,8 @@ def cmd_requeue(args: argparse.Namespace) -> int:
         if result.requeued or result.kept:
             kept = f"; {result.kept} line(s) kept in quarantine (not a valid event)" if result.kept else ""
             print(f"ara-spool: run {run_id}: {result.requeued} line(s) back in line to ship{kept}", file=sys.stderr)
+    if not acted:
+        _say("INFO", f"nothing to requeue: no quarantined line in {', '.join(args.run or []) or cfg.spool_dir}")
     return code
 
 
@@ -337,7 +377,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from ara_spool.flusher.verify import verify
 
     cfg = _config(args)
-    report, ok = verify(cfg, args.run, repair=args.repair, ara=not args.offline)
+    # Each run against the Ara it went to, unless --server names one.
+    report, ok = verify(cfg, args.run, repair=args.repair, ara=not args.offline, server_given=bool(args.server))
     print(json.dumps(report, indent=2) if args.json else "\n".join(r["summary"] for r in report))
     return EXIT_OK if ok else EXIT_QUARANTINED
 
@@ -481,7 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("status", help="per run: pending, shipped, quarantined, last error, Ara link")
     s.add_argument("--run", action="append", help="only this run (repeatable)")
     s.add_argument("--json", action="store_true", help="machine-readable output")
-    common(s)
+    common(s, api=False)  # it reads the spool only: no server, TLS or timeout
     s.set_defaults(func=cmd_status)
 
     q = sub.add_parser("requeue", help="put quarantined lines back in line to ship, once (after fixing the cause)")
@@ -520,10 +561,13 @@ def setup_logging(verbosity: int) -> None:
     level = settings.env_str("ARA_SPOOL_LOG_LEVEL")
     if not level:
         level = "WARNING" if verbosity == 0 else "INFO" if verbosity == 1 else "DEBUG"
-    # Under systemd, journald stamps each line: no timestamp of our own.
-    fmt = "%(levelname)s %(name)s: %(message)s" if os.environ.get("JOURNAL_STREAM") else \
-        "%(asctime)s %(levelname)s %(name)s: %(message)s"
-    logging.basicConfig(level=level.upper(), format=fmt, stream=sys.stderr)
+    # Under systemd, journald stamps each line and reads its level from a `<N>` prefix.
+    handler = logging.StreamHandler(sys.stderr)
+    if _journal():
+        handler.setFormatter(_JournalFormatter("%(levelname)s %(name)s: %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level.upper(), handlers=[handler])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -539,7 +583,8 @@ def main(argv: list[str] | None = None) -> int:
     except schema.SchemaError as exc:
         return _fail(str(exc), EXIT_USAGE)
     except OSError as exc:
-        return _fail(f"{exc.filename or ''}: {exc.strerror or exc}", EXIT_ERROR)
+        text = str(exc.strerror or exc)
+        return _fail(f"{exc.filename}: {text}" if exc.filename else text, EXIT_ERROR)
     except KeyboardInterrupt:  # before the event loop took SIGINT over: nothing was under way
         return _fail("interrupted; the spool keeps every event", 130)
 

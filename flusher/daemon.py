@@ -9,10 +9,13 @@
   cfg.max_backoff), holding its place in the spool; nothing is skipped.
 - Clean stop on SIGTERM/SIGINT: shippers stop at the next event boundary, so the request in
   flight finishes and the checkpoint is written; a shipper asleep in backoff (no request in
-  flight) is cancelled at once, one stuck in a request after `stop_grace` seconds (its state then
-  says "not clean" and the next start reconciles against Ara). Exit status 0.
-- systemd (Type=notify): READY=1 once running, STATUS= with the backlog, WATCHDOG=1 at half of
-  WatchdogSec, STOPPING=1. No-ops without $NOTIFY_SOCKET.
+  flight) is cancelled at once, one stuck in a request 0.5 s after the stop (the shipper's
+  STOP_GRACE_SECONDS: its state then says "not clean" and the next start reconciles against Ara);
+  the daemon waits at most `stop_grace` seconds for them all. Exit status 0.
+- systemd (Type=notify): READY=1 once running, STATUS= with the backlog (events not in Ara) and,
+  during an outage, "Ara unreachable since T: <last error>"; WATCHDOG=1 at half of WatchdogSec,
+  STOPPING=1. No-ops without $NOTIFY_SOCKET.
+- A spool file it may not read, or a run complete in another Ara: said once (ERROR, INFO).
 - Retention (spool/retention.py) every `retention_interval` seconds, in a worker thread.
 """
 
@@ -25,13 +28,16 @@ import signal
 import socket
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ara_spool.flusher import orphans
 from ara_spool.flusher.client import AraClient
 from ara_spool.flusher.config import Config
+from ara_spool.flusher.daemon_status import StatusReport
 from ara_spool.flusher.ids import playbook_of
 from ara_spool.flusher.shipper import Outcome, RunShipper
+from ara_spool.spool import progress
 from ara_spool.spool import retention as retention_mod
 from ara_spool.spool import state as state_mod
 from ara_spool.spool.lock import is_locked
@@ -48,7 +54,9 @@ from ara_spool.spool.paths import (
 
 log = logging.getLogger("ara_spool.daemon")
 
-STOP_GRACE = 5.0  # seconds a request in flight may take to finish after SIGTERM
+# Seconds the daemon waits for its shippers to save their checkpoints after SIGTERM; each cancels
+# its own request in flight after shipper.STOP_GRACE_SECONDS (0.5 s).
+STOP_GRACE = 5.0
 PAUSE_AFTER_ERROR = 60.0  # seconds before a run refused by Ara (auth) or broken (state) is retried
 STATUS_EVERY = 10.0  # seconds between STATUS= updates (and over-cap checks)
 SUMMARY_EVERY = 60.0  # seconds between "shipped N events" log lines
@@ -130,17 +138,19 @@ class Daemon:
         self.stop = asyncio.Event()
         self.active: dict[str, asyncio.Task[Outcome]] = {}
         self.shipping: dict[str, int] = {}  # run -> events its current shipper has shipped so far
+        self.shippers: dict[str, RunShipper] = {}  # run -> its shipper at work (for an outage's STATUS=)
         self.paused: dict[str, float] = {}  # run -> monotonic time before which it is left alone
         self.seen: dict[str, _Seen] = {}
         self.ended: set[str] = set()  # runs whose run_end we have seen shipped
         self.dormant: set[str] = set()  # ended and wholly shipped: looked at on full scans only
         self.known: dict[str, _Seen] = {}
+        self.elsewhere: set[str] = set()  # runs complete in another Ara (said once)
+        self.unreadable: set[str] = set()  # runs whose spool we may not read (said once)
         self._dir_mtime = 0
         self.stats = Stats()
         self._summary_shipped = 0
         self._retention_task: asyncio.Task[retention_mod.Report] | None = None
-        self._cap = retention_mod.Cap.from_env()
-        self._cap_warned = 0.0
+        self.report = StatusReport(cfg)
 
     # -- what to ship -----------------------------------------------------------------------
     def _snapshot(self, paths: RunPaths) -> _Seen | None:
@@ -199,6 +209,8 @@ class Daemon:
 
     def needs_work(self, run_id: str, snap: _Seen | None = None) -> bool:
         """Whether run_id has whole lines past its checkpoint, or an unclean checkpoint."""
+        if snap is not None and snap == self.seen.get(run_id):
+            return False  # unchanged since it had nothing to do: no path built (1,000 old runs per scan)
         paths = RunPaths.of(self.cfg.spool_dir, run_id)
         if snap is None:
             snap = self._snapshot(paths)
@@ -206,10 +218,18 @@ class Daemon:
             return False
         self.dormant.discard(run_id)
         st = state_mod.read_state_quiet(paths, self.cfg.destination)
-        if st is None:
-            # No checkpoint yet: work if there is at least one whole line.
-            return _has_newline(paths, 0)
-        if st.clean and (st.offset >= snap.spool_size or not _has_newline(paths, st.offset)):
+        try:
+            if st is None:
+                # No checkpoint yet: work if there is at least one whole line.
+                return _has_newline(paths, 0)
+            if st.fresh and st.others and self._complete_elsewhere(paths, snap):
+                return False
+            whole_tail = st.offset >= snap.spool_size or not _has_newline(paths, st.offset)
+        except PermissionError as exc:
+            self._unreadable(paths, exc)
+            return False
+        self.unreadable.discard(run_id)
+        if st.clean and whole_tail:
             # Shipped up to the end, or only a growing (or torn) tail after it.
             self.seen[run_id] = snap
             if st.ended:
@@ -219,20 +239,38 @@ class Daemon:
             return False
         return True
 
-    def backlog(self) -> tuple[int, int]:
-        """(runs with something pending, bytes pending): cheap (stats and checkpoints only)."""
-        runs = pending = 0
-        for run_id in list_runs(self.cfg.spool_dir):
-            paths = RunPaths.of(self.cfg.spool_dir, run_id)
-            snap = self._snapshot(paths)
-            if snap is None:
-                continue
-            st = state_mod.read_state_quiet(paths, self.cfg.destination)
-            left = snap.spool_size - (st.offset if st else 0)
-            if left > 0:
-                runs += 1
-                pending += left
-        return runs, pending
+    def _complete_elsewhere(self, paths: RunPaths, snap: _Seen) -> bool:
+        """A run wholly in another Ara and new to this one (e.g. ARA_API_SERVER changed, or a typo)
+        is not backlog here: it is left alone, and said once, not an error per run every minute."""
+        done = progress.complete_in(paths)
+        if done is None or done.state is None or done.state.dest == self.cfg.destination:
+            return False
+        self.seen[paths.run_id] = snap
+        self.ended.add(paths.run_id)
+        self.dormant.add(paths.run_id)
+        if paths.run_id not in self.elsewhere:
+            self.elsewhere.add(paths.run_id)
+            log.info("run %s is complete in %s; not shipping it again to %s (`ara-spool flush --run %s` "
+                     "would)", paths.run_id, done.state.dest.removesuffix("/api/v1"), self.cfg.display_server,
+                     paths.run_id)
+        return True
+
+    def _unreadable(self, paths: RunPaths, exc: OSError) -> None:
+        """A spool file the daemon may not read (a user's spool made without
+        ARA_SPOOL_GROUP_SHARED: mode 0600) is never shipped: say so, once, until it is readable."""
+        # Not marked seen: a chmod changes neither size nor mtime, the next poll tries again.
+        if paths.run_id in self.unreadable:
+            return
+        self.unreadable.add(paths.run_id)
+        try:
+            st = os.stat(paths.spool, follow_symlinks=False)
+            what = f"mode {st.st_mode & 0o7777:04o}, owner uid {st.st_uid}"
+        except OSError:
+            what = "no access"
+        log.error("run %s: cannot read %s (%s): %s; it is not shipped. Spool with ARA_SPOOL_GROUP_SHARED=true "
+                  "(files 0660 in the spool's group), or give this one to the group: chgrp %s %s && chmod 660 %s",
+                  paths.run_id, exc.filename or paths.spool, what, exc.strerror or exc,
+                  _group_of(paths.spool_dir), paths.spool, paths.spool)
 
     # -- the loop ---------------------------------------------------------------------------
     async def run(self) -> int:
@@ -264,7 +302,7 @@ class Daemon:
                 if wd_every is not None and now - last_wd >= wd_every:
                     sd_notify("WATCHDOG=1")
                     last_wd = now
-                if now - last_status >= STATUS_EVERY:
+                if now - last_status >= STATUS_EVERY or self.report.outage_changed(self.shippers):
                     self._status()
                     last_status = now
                 if now - last_retention >= self.retention_interval and self.retention.days is not None \
@@ -339,13 +377,17 @@ class Daemon:
             base = before.shipped if before is not None else 0
             shipper: RunShipper | None = None
 
-            def progress(_run_id: str, _n: int) -> None:
+            def shipped(_run_id: str, _n: int) -> None:
                 st = shipper.state if shipper is not None else None
                 if st is not None:
                     self.shipping[run_id] = max(0, st.shipped - base)
 
-            shipper = RunShipper(paths, client, self.cfg, stop=self.stop, on_progress=progress)
-            return await shipper.run()
+            shipper = RunShipper(paths, client, self.cfg, stop=self.stop, on_progress=shipped)
+            self.shippers[run_id] = shipper
+            try:
+                return await shipper.run()
+            finally:
+                self.shippers.pop(run_id, None)
 
     def _reap(self) -> None:
         for run_id, task in list(self.active.items()):
@@ -398,18 +440,9 @@ class Daemon:
         return self.stats.shipped + sum(self.shipping.values())
 
     def _status(self) -> None:
-        runs, pending = self.backlog()
-        status = (f"backlog {_human(pending)} in {runs} run(s); {len(self.active)} shipping; "
-                  f"{self.shipped_since_start()} event(s) shipped since start")
-        if self._cap.max_bytes is not None:
-            used = retention_mod.spool_usage(self.cfg.spool_dir)
-            if used > self._cap.max_bytes:
-                status += f"; SPOOL OVER CAP ({_human(used)} > {_human(self._cap.max_bytes)})"
-                if time.monotonic() - self._cap_warned >= 300:
-                    log.warning("spool %s holds %s, over ARA_SPOOL_MAX_BYTES=%d (policy %s): is Ara reachable?",
-                                self.cfg.spool_dir, _human(used), self._cap.max_bytes, self._cap.policy)
-                    self._cap_warned = time.monotonic()
-        sd_notify("STATUS=" + status)
+        # Runs ended and wholly shipped (dormant) have no backlog and no error: not read.
+        runs = [r for r in self.known if r not in self.dormant] if self.known else list_runs(self.cfg.spool_dir)
+        sd_notify("STATUS=" + self.report.text(runs, self.active, self.shipped_since_start()))
 
     def _retention_done(self, task: asyncio.Task[retention_mod.Report]) -> None:
         if task.cancelled():
@@ -433,6 +466,8 @@ def _has_newline(paths: RunPaths, offset: int) -> bool:
     """Whether the spool has a complete line after offset (reads only until the first newline)."""
     try:
         fd = open_nofollow(paths.spool, os.O_RDONLY)  # never blocks on a FIFO planted in its place
+    except PermissionError:
+        raise  # the caller says whose file and how to fix it
     except OSError:
         return False
     try:
@@ -446,12 +481,15 @@ def _has_newline(paths: RunPaths, offset: int) -> bool:
         os.close(fd)
 
 
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
+def _group_of(path: Path) -> str:
+    """The name of a directory's group (the spool's group, for a chgrp hint)."""
+    import grp
+
+    try:
+        gid = os.stat(path).st_gid
+        return grp.getgrgid(gid).gr_name
+    except (OSError, KeyError):
+        return "ara-spool"
 
 
 def run_daemon(

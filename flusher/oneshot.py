@@ -70,8 +70,10 @@ async def flush(
     wait_if_busy: bool = True,
     on_progress: Callable[[str, int], None] | None = None,
     stop: asyncio.Event | None = None,
+    quiet_retries: bool = True,
 ) -> list[Outcome]:
-    """Ship the named runs (default: every run with something pending), several at once."""
+    """Ship the named runs (default: every run with something pending), several at once.
+    `quiet_retries=False` (a terminal): an outage is logged as it begins, not only at the end."""
     ensure_spool_dir(cfg.spool_dir)
     runs = list(run_ids) if run_ids else pending_runs(cfg)
     sem = asyncio.Semaphore(max(1, cfg.concurrency))
@@ -84,7 +86,7 @@ async def flush(
             async with sem:
                 while True:
                     outcome = await RunShipper(paths, client, cfg, timeout=timeout, stop=stop,
-                                               on_progress=on_progress, quiet_retries=True).run()
+                                               on_progress=on_progress, quiet_retries=quiet_retries).run()
                     if outcome.status != "busy" or not wait_if_busy:
                         return outcome
                     outcome = await wait_for_holder(paths, cfg, timeout, stop)

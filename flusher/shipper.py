@@ -146,6 +146,7 @@ class RunShipper:
         self._since_ckpt = 0
         self._last_ckpt = time.monotonic()
         self._last_progress = time.monotonic()
+        self._answer_saved = 0.0  # when an answer alone last saved the checkpoint for a waiter
         self._orphaned_at: float | None = None
         self._requests = 0  # HTTP requests this shipper made (the client is shared by many runs)
         self._requests_saved = 0
@@ -675,12 +676,21 @@ class RunShipper:
         return self.stop.is_set() or self._past_deadline()
 
     def _answered(self) -> None:
-        self._last_progress = time.monotonic()
+        self._last_progress = now = time.monotonic()
         st = self.state
-        if st is not None and st.last_error:
+        if st is None:
+            return
+        st.answered += 1
+        if st.last_error:
             # Ara answers again: followers and waiting checkpoints must not see a stale error.
             st.last_error = st.first_error_at = None
             self._save(durable=False)
+        elif now - self._answer_saved >= WATCHED_SAVE_SECONDS:
+            # Someone waits (the run's end): every answer is progress, also within one line of
+            # hundreds of requests (a 200-host host_stats), so they see it (spool/progress.py).
+            self._answer_saved = now  # the lock file is stat-ed at most this often
+            if time.time() - self._watched_since() < 1.0:
+                self._save(durable=False)
 
     async def _retried(self, attempt: Callable[[], Awaitable[T]], failed: list[Exception]) -> T:
         if failed:  # backoff's first try is the attempt that already failed: it waits, then retries

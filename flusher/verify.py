@@ -25,12 +25,13 @@ import json
 import os
 import stat
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ara_spool.flusher.config import Config
 from ara_spool.flusher.ids import playbook_of
-from ara_spool.spool import quarantine
+from ara_spool.spool import progress, quarantine
 from ara_spool.spool import state as state_mod
 from ara_spool.spool.lock import is_locked, try_lock
 from ara_spool.spool.paths import (
@@ -181,8 +182,9 @@ async def _ara_counts(cfg: Config, runs: list[tuple[str, int | None]],
     return out
 
 
-def verify_run(cfg: Config, run_id: str, repair: bool = False) -> dict[str, Any]:
-    """Check one run's spool, state and quarantine; repair what can be repaired without loss."""
+def verify_run(cfg: Config, run_id: str, repair: bool = False, dest: str | None = None) -> dict[str, Any]:
+    """Check one run's spool, state and quarantine; repair what can be repaired without loss.
+    `dest`: the checkpoint of that destination (default: the one shipped to last)."""
     paths = RunPaths.of(cfg.spool_dir, run_id)
     problems: list[str] = []
     notes: list[str] = []
@@ -201,7 +203,7 @@ def verify_run(cfg: Config, run_id: str, repair: bool = False) -> dict[str, Any]
     report["size"] = size
     problems += _mode_problems(paths.spool, "spool file")
     try:
-        st = state_mod.load(paths)
+        st = state_mod.load(paths, dest)
     except (ValueError, OSError) as exc:
         problems.append(str(exc))
         st = None
@@ -285,11 +287,12 @@ def verify_run(cfg: Config, run_id: str, repair: bool = False) -> dict[str, Any]
 
 
 def _ara_line(ara: dict[str, Any]) -> str:
-    """What Ara holds, in words (the dict itself is in --json)."""
+    """What Ara holds, in words, naming the Ara asked (the dict itself is in --json)."""
+    where = f"Ara at {ara['server']}" if ara.get("server") else "Ara"
     if ara.get("playbook") is None:
-        return f"Ara has no playbook for this run (the shipped part of the spool made {ara['expected']} result(s))"
-    return (f"Ara playbook {ara['playbook']} holds {ara['results']} result(s), the shipped part of the spool made "
-            f"{ara['expected']}")
+        return f"{where} has no playbook for this run (the shipped part of the spool made {ara['expected']} result(s))"
+    return (f"{where}: playbook {ara['playbook']} holds {ara['results']} result(s), the shipped part of the spool "
+            f"made {ara['expected']}")
 
 
 def _finish(report: dict[str, Any]) -> dict[str, Any]:
@@ -308,9 +311,39 @@ def _finish(report: dict[str, Any]) -> dict[str, Any]:
     return report
 
 
-def _check_ara(cfg: Config, reports: list[dict[str, Any]]) -> None:
-    """Compare each run with what Ara holds (skipped for runs a flusher is shipping right now)."""
-    todo = []
+def _server_of(cfg: Config, paths: RunPaths, server_given: bool) -> tuple[str, state_mod.RunState | None]:
+    """The Ara to compare a run with, and its checkpoint there: `--server` when given, else the
+    Ara the run is complete in or was shipped to last (its recorded destination), else the default."""
+    if server_given:
+        return cfg.server, state_mod.read_state_quiet(paths, cfg.destination)
+    try:
+        done = progress.complete_in(paths)
+    except OSError:
+        done = None
+    st = done.state if done is not None else state_mod.read_state_quiet(paths)
+    recorded = st.dest.removesuffix("/api/v1") if st is not None and st.dest.endswith("/api/v1") else None
+    return recorded or cfg.server, st
+
+
+def _counts(cfg: Config, wanted: list[tuple[str, int | None]],
+            states: dict[str, state_mod.RunState]) -> dict[str, dict[str, Any]]:
+    try:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(_ara_counts(cfg, wanted, states))
+        # called from async code (a daemon, a test): its own loop in a thread
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, _ara_counts(cfg, wanted, states)).result()
+    except Exception as exc:  # a report tool: an Ara problem is a note, never a crash
+        return {run: {"error": f"{type(exc).__name__}: {exc}"} for run, _ in wanted}
+
+
+def _check_ara(cfg: Config, reports: list[dict[str, Any]],
+               picks: dict[str, tuple[str, state_mod.RunState | None]]) -> None:
+    """Compare each run with what the Ara picked for it holds (skipped for runs a flusher is
+    shipping right now)."""
+    by_server: dict[str, list[tuple[dict[str, Any], state_mod.RunState | None]]] = {}
     for r in reports:
         if not r.get("size") or r["run"] is None:
             continue
@@ -318,26 +351,19 @@ def _check_ara(cfg: Config, reports: list[dict[str, Any]]) -> None:
         if is_locked(paths):
             r["notes"].append("a flusher is shipping this run: Ara not compared")
             continue
-        st = state_mod.read_state_quiet(paths, cfg.destination)
-        todo.append((r, st))
-    if not todo:
-        return
-    wanted = [(r["run"], playbook_of(st)) for r, st in todo]
+        server, st = picks[r["run"]]
+        by_server.setdefault(server, []).append((r, st))
+    for server, todo in by_server.items():
+        _compare(replace(cfg, server=server), todo)
+
+
+def _compare(cfg: Config, todo: list[tuple[dict[str, Any], state_mod.RunState | None]]) -> None:
     states = {r["run"]: st for r, st in todo if st is not None}
-    try:
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            counts = asyncio.run(_ara_counts(cfg, wanted, states))
-        else:  # called from async code (a daemon, a test): its own loop in a thread
-            with concurrent.futures.ThreadPoolExecutor(1) as pool:
-                counts = pool.submit(asyncio.run, _ara_counts(cfg, wanted, states)).result()
-    except Exception as exc:  # a report tool: an Ara problem is a note, never a crash
-        counts = {r["run"]: {"error": f"{type(exc).__name__}: {exc}"} for r, _ in todo}
+    counts = _counts(cfg, [(r["run"], playbook_of(st)) for r, st in todo], states)
     for r, st in todo:
         got = counts.get(r["run"], {"error": "Ara not reached"})
         if "error" in got:
-            r["notes"].append(f"Ara not compared: {got['error']}")
+            r["notes"].append(f"Ara at {cfg.display_server} not compared: {got['error']}")
             _finish(r)
             continue
         n_pb = len(got["playbooks"])
@@ -347,7 +373,7 @@ def _check_ara(cfg: Config, reports: list[dict[str, Any]]) -> None:
         if pb is not None and got["playbooks"] and pb not in got["playbooks"]:
             r["problems"].append(f"the state's playbook {pb} does not carry this run's label in Ara")
         held, want = got["results"], r["shipped_results"]
-        r["ara"] = {"playbook": got["playbook"], "results": held, "expected": want}
+        r["ara"] = {"server": cfg.display_server, "playbook": got["playbook"], "results": held, "expected": want}
         back = got.get("read_back")
         if back is not None:
             r["read_back"] = back
@@ -408,12 +434,14 @@ def _spool_dir_report(cfg: Config, named: list[str] | None) -> dict[str, Any] | 
 
 
 def verify(cfg: Config, runs: list[str] | None, repair: bool = False,
-           ara: bool = True) -> tuple[list[dict[str, Any]], bool]:
-    """Verify the named runs (default: every run in the spool dir); ara=False skips the Ara check."""
+           ara: bool = True, server_given: bool = False) -> tuple[list[dict[str, Any]], bool]:
+    """Verify the named runs (default: every run in the spool dir); ara=False skips the Ara check.
+    Each run is compared with the Ara it was shipped to; `server_given`: with cfg.server."""
     names = runs or list_runs(cfg.spool_dir)
-    report = [verify_run(cfg, r, repair) for r in names]
+    picks = {r: _server_of(cfg, RunPaths.of(cfg.spool_dir, r), server_given) for r in names}
+    report = [verify_run(cfg, r, repair, dest=st.dest if st is not None else None) for r, (_, st) in picks.items()]
     if ara:
-        _check_ara(cfg, report)
+        _check_ara(cfg, report, picks)
     dir_report = _spool_dir_report(cfg, runs)
     if dir_report is not None:
         report.append(dir_report)

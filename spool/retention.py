@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ara_spool.spool import settings
+from ara_spool.spool import progress, settings
 from ara_spool.spool import state as state_mod
 from ara_spool.spool.lock import try_lock
 from ara_spool.spool.paths import (
@@ -148,15 +148,29 @@ def spool_usage(spool_dir: Path | str) -> int:
     return total
 
 
+def unshipped_bytes(spool_dir: Path | str) -> int:
+    """Bytes of the runs' spools not yet in Ara (past each run's checkpoint where it was shipped
+    last): what the cap is about. Shipped runs waiting for retention do not count."""
+    total = 0
+    for run_id in list_runs(spool_dir):
+        paths = RunPaths.of(spool_dir, run_id)
+        st = state_mod.read_state_quiet(paths)
+        total += max(0, _size(paths.spool) - (st.offset if st is not None else 0))
+    return total
+
+
 def check_cap(spool_dir: Path | str, adding: int, cap: Cap | None = None) -> None:
-    """Before an append of `adding` bytes: warn, or raise SpoolFull, if the spool goes over the cap."""
+    """Before an append of `adding` bytes: warn, or raise SpoolFull, if the bytes not yet in Ara go
+    over the cap."""
     cap = cap or Cap.from_env()
     if cap.max_bytes is None:
         return
-    used = spool_usage(spool_dir)
+    if spool_usage(spool_dir) + adding <= cap.max_bytes:
+        return  # the cheap bound (every file): no need to read the checkpoints
+    used = unshipped_bytes(spool_dir)
     if used + adding <= cap.max_bytes:
         return
-    message = (f"spool {spool_dir} holds {used} bytes, over ARA_SPOOL_MAX_BYTES={cap.max_bytes}: "
+    message = (f"spool {spool_dir} holds {used} bytes not yet in Ara, over ARA_SPOOL_MAX_BYTES={cap.max_bytes}: "
                "is the flusher running and Ara reachable? (`ara-spool status`)")
     if cap.policy == "refuse":
         raise SpoolFull(message + "; event refused (ARA_SPOOL_FULL_POLICY=refuse)")
@@ -177,23 +191,33 @@ def _mtime(path: Path) -> float:
         return 0.0
 
 
-def retirable(paths: RunPaths, max_age_s: float, now: float | None = None) -> bool:
-    """Whether the run is wholly shipped and untouched for max_age_s (no lock taken)."""
-    st = state_mod.read_state_quiet(paths)
-    if st is None or not st.ended or not st.clean or st.offset < paths.spool_size():
-        return False
+def idle_for(paths: RunPaths, now: float | None = None) -> float:
+    """Seconds since any of the run's files changed."""
     last = max(_mtime(paths.spool), _mtime(paths.state), _mtime(paths.rejected), _mtime(paths.flusher_log))
-    return (now if now is not None else time.time()) - last >= max_age_s
+    return (now if now is not None else time.time()) - last
+
+
+def retirable(paths: RunPaths, max_age_s: float, now: float | None = None) -> bool:
+    """Whether the run is wholly in an Ara it was shipped to (not only the last one: a flush to a
+    wrong server afterwards does not keep it forever) and untouched for max_age_s (no lock taken)."""
+    try:
+        if progress.complete_in(paths) is None:
+            return False
+    except OSError:  # a file this user may not read: not known to be in Ara
+        return False
+    return idle_for(paths, now) >= max_age_s
 
 
 def _gzip_into(src: Path, dest: Path) -> None:
     """src -> dest.gz, written to a temp name then renamed (a crash leaves no half archive)."""
     tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
     fd = open_nofollow(src, os.O_RDONLY)
+    mode = stat.S_IMODE(os.fstat(fd).st_mode)  # an archive is as private as the file it keeps
     # Through the archive dir's handle (opened without following a link), never its path again.
     unlink_in_dir(tmp)
     try:
-        out_fd = open_nofollow(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        out_fd = open_nofollow(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        os.fchmod(out_fd, mode)  # not the umask's
     except BaseException:
         os.close(fd)
         raise
@@ -228,10 +252,9 @@ def _retire(paths: RunPaths, action: str) -> bool:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 return False
-            size = os.fstat(fd).st_size
-            st = state_mod.read_state_quiet(paths)
-            if st is None or st.offset < size or not st.ended:
+            if progress.complete_in(paths) is None:  # checked again, no append can start now
                 return False
+            size = os.fstat(fd).st_size
             replace_in_dir(paths.spool, hidden)
         finally:
             os.close(fd)  # releases the flock
@@ -278,6 +301,7 @@ def apply(spool_dir: Path | str, retention: Retention, now: float | None = None)
     max_age = retention.days * 86400.0
     for run_id in list_runs(spool_dir):
         paths = RunPaths.of(spool_dir, run_id)
+        idle = idle_for(paths, now)
         if not retirable(paths, max_age, now):
             report.kept += 1
             continue
@@ -298,8 +322,8 @@ def apply(spool_dir: Path | str, retention: Retention, now: float | None = None)
             done = False
         if done:
             report.retired.append(run_id)
-            log.info("run %s: shipped and idle for %.1f day(s): %s", run_id, retention.days,
-                     "archived" if retention.action == "archive" else "removed")
+            log.info("run %s: in Ara and idle for %.1f day(s) (over %g): %s", run_id, idle / 86400.0,
+                     retention.days, "archived" if retention.action == "archive" else "removed")
         else:
             report.kept += 1
     return report

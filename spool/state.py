@@ -44,6 +44,7 @@ class RunState:
     shipped: int = 0  # events shipped
     quarantined: int = 0  # lines quarantined
     requests: int = 0  # HTTP requests made for this run
+    answered: int = 0  # requests Ara answered for this run: progress within a line (spool/progress.py)
     ended: bool = False  # a run_end event has been shipped
     clean: bool = True  # False while a flusher works on the run: a crash leaves it False
     final_status: str | None = None

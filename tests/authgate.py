@@ -3,7 +3,8 @@
 What `ARA_API_TOKEN` is for (a proxy that checks a Bearer token in front of Ara), and a check of
 HTTP Basic too: a request is forwarded only with an accepted `Authorization` header, else 401.
 stop() closes the port (connection refused: "Ara down"); start() opens it again, same port;
-`delay` slows every request down (a backlog that lasts long enough to stop in its middle).
+`delay` slows every request down (a backlog that lasts long enough to stop in its middle); with
+`serial`, one request at a time, as an Ara whose CPU goes to checking passwords (~0.3 s each).
 Runs its own event loop in a thread, so that sync tests can drive it.
 """
 
@@ -33,6 +34,8 @@ class AuthGate:
         self.accept: set[str] = set()
         self.seen: Counter[str] = Counter()  # "ok Basic", "refused Bearer", "refused none"...
         self.delay = 0.0  # seconds added to each forwarded request: a slower Ara, for a backlog that lasts
+        self.serial = False  # the delay is spent one request at a time (a server busy hashing passwords)
+        self._one: asyncio.Lock | None = None
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="authgate", daemon=True)
         self._thread.start()
@@ -81,7 +84,11 @@ class AuthGate:
             self.seen[f"refused {scheme}"] += 1
             return web.json_response({"detail": "Invalid credentials."}, status=401)
         self.seen[f"ok {scheme}"] += 1
-        if self.delay:
+        if self.delay and self.serial:
+            self._one = self._one or asyncio.Lock()
+            async with self._one:
+                await asyncio.sleep(self.delay)
+        elif self.delay:
             await asyncio.sleep(self.delay)
         if self._session is None:
             self._session = aiohttp.ClientSession()

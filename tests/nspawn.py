@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import os
 import re
 import shlex
@@ -31,6 +32,7 @@ from pathlib import Path
 SUITE = "bookworm"
 PACKAGES = ["systemd", "dbus", "python3", "python3-venv"]
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
+PRIORITIES = ["emerg", "alert", "crit", "err", "warning", "notice", "info", "debug"]  # syslog's, by number
 GUEST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -214,14 +216,21 @@ class Container:
         out = self.sh(f"systemctl show {shlex.quote(unit)} " + " ".join(f"-p {p}" for p in props)).stdout
         return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
-    def journal(self, unit: str | None = None, after: str | None = None) -> str:
-        """The journal of this boot (of one unit), after a cursor() if given; messages only."""
-        args = "journalctl -b --no-pager -o cat"
+    def journal(self, unit: str | None = None, after: str | None = None, priority: str | None = None) -> str:
+        """The journal of this boot (of one unit), after a cursor() if given, at `priority` or
+        more urgent (`err`: journalctl -p err) if given; messages only."""
+        args = "journalctl -b --no-pager " + ("-o json" if priority else "-o cat")
         if unit:
             args += f" -u {shlex.quote(unit)}"
         if after:
             args += f" --after-cursor={shlex.quote(after)}"
-        return self.sh(args, check=False).stdout
+        out = self.sh(args, check=False).stdout
+        if not priority:
+            return out
+        # journalctl 252 with both --after-cursor and -p shows nothing: filter on PRIORITY here.
+        most = PRIORITIES.index(priority)
+        entries = [json.loads(line) for line in out.splitlines() if line.strip()]
+        return "".join(f"{e.get('MESSAGE')}\n" for e in entries if int(e.get("PRIORITY", 6)) <= most)
 
     def cursor(self) -> str:
         """The journal's position now: journal(after=...) then shows only what came later."""

@@ -27,6 +27,13 @@ EXIT_BUSY = 6
 EXIT_UNREACHABLE = 3
 
 
+def journal_stream(path: Path) -> str:
+    """JOURNAL_STREAM as systemd sets it for a unit whose stderr is this file (created if need be)."""
+    path.touch()
+    st = path.stat()
+    return f"{st.st_dev}:{st.st_ino}"
+
+
 def wait_until(cond: Callable[[], Any], timeout: float, what: str, every: float = 0.05) -> Any:
     deadline = time.monotonic() + timeout
     while True:
@@ -262,7 +269,8 @@ def test_sd_notify_ready_status_watchdog_stopping_and_journal_logs(cli_env, spoo
                 return messages
 
     try:
-        env = dict(cli_env, NOTIFY_SOCKET=str(sock_path), WATCHDOG_USEC="400000", JOURNAL_STREAM="8:12345")
+        env = dict(cli_env, NOTIFY_SOCKET=str(sock_path), WATCHDOG_USEC="400000",
+                   JOURNAL_STREAM=journal_stream(tmp_path / "daemon.log"))
         emit_events(spool_dir, "follow-notify", 3)
         d = followers(env)
         wait_until(lambda: any("WATCHDOG=1" in m for m in drain()) and
@@ -276,9 +284,10 @@ def test_sd_notify_ready_status_watchdog_stopping_and_journal_logs(cli_env, spoo
     status = [m for m in messages if m.startswith("STATUS=backlog")]
     assert status and "run(s)" in status[0]
     assert any(m.startswith("STOPPING=1") for m in messages)
-    # Under systemd (JOURNAL_STREAM set) journald stamps lines: ours carry no timestamp.
+    # Under systemd (JOURNAL_STREAM names our stderr) journald stamps lines: ours carry no timestamp,
+    # and their level as a syslog `<N>` prefix (journalctl -p err).
     lines = [ln for ln in d.text().splitlines() if ln.strip()]
-    assert lines and all(ln.startswith(("INFO ", "WARNING ", "ERROR ")) for ln in lines), lines[:3]
+    assert lines and all(ln.startswith(("<6>INFO ", "<4>WARNING ", "<3>ERROR ")) for ln in lines), lines[:3]
 
 
 def test_daemon_retires_shipped_runs(cli_env, ara, spool_dir, followers):
@@ -389,3 +398,124 @@ def test_group_shared_spool_modes(tmp_path, monkeypatch):
     writer.append("p1", "event", {"task": "t", "status": "ok", "host": "h"}, spool_dir=d2)
     assert stat.S_IMODE(os.stat(d2).st_mode) == 0o700
     assert stat.S_IMODE(os.stat(d2 / "p1.jsonl").st_mode) == 0o600
+
+
+def test_daemon_says_what_it_cannot_ship_and_leaves_runs_complete_elsewhere(cli_env, ara, ara_server, tmp_path):
+    """The daemon as its own user (nobody here) on a group-shared spool: a user's file spooled
+    without ARA_SPOOL_GROUP_SHARED (0600) is an ERROR naming the file and the fix (it was silent);
+    a run complete in another Ara is not an ERROR every minute after ARA_API_SERVER changes."""
+    import shutil
+    import tempfile
+
+    spool = Path(tempfile.mkdtemp(prefix="ara-spool-shared-", dir="/tmp"))
+    try:
+        os.chown(spool, 0, 65534)
+        os.chmod(spool, 0o2770)
+        shared = dict(cli_env, ARA_SPOOL_DIR=str(spool), ARA_SPOOL_GROUP_SHARED="true")
+        spool_run(spool, "elsewhere-1", hosts=1, tasks=2)  # written by the group-shared writer below
+        for p in spool.iterdir():
+            os.chmod(p, 0o660)
+        r = subprocess.run([sys.executable, "-m", "ara_spool.flusher", "flush", "--quiet"], env=shared,
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        private = dict(cli_env, ARA_SPOOL_DIR=str(spool))
+        subprocess.run([sys.executable, "-m", "ara_spool.flusher", "emit", "--run", "private-1", "--task", "t",
+                        "--host", "h", "--status", "ok"], env=private, check=True, timeout=60)
+        path = spool / "private-1.jsonl"
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+        log = tmp_path / "nobody.log"
+
+        def daemon(server: str) -> subprocess.Popen:
+            env = dict(shared, ARA_API_SERVER=server, ARA_SPOOL_LOG_LEVEL="INFO", JOURNAL_STREAM=journal_stream(log))
+            with open(log, "ab") as fh:
+                return subprocess.Popen(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--",
+                                         sys.executable, "-m", "ara_spool.flusher", "flush", "--follow", "--poll",
+                                         "0.1"], env=env, stdout=fh, stderr=fh)
+
+        d = daemon(f"http://127.0.0.1:{free_port()}/")  # ARA_API_SERVER changed (a typo)
+        try:
+            wait_until(lambda: "cannot read" in log.read_text(), 20, "the unreadable file's error")
+            time.sleep(1.0)  # ten polls
+        finally:
+            d.send_signal(signal.SIGTERM)
+            assert d.wait(20) == 0
+        text = log.read_text()
+        errors = [ln for ln in text.splitlines() if ln.startswith("<3>")]
+        assert len(errors) == 1 and str(path) in errors[0] and "chmod 660" in errors[0], text
+        assert "ARA_SPOOL_GROUP_SHARED=true" in errors[0] and "elsewhere-1" not in errors[0], text
+        assert "<6>INFO ara_spool.daemon: run elsewhere-1 is complete in " in text, text
+
+        status = subprocess.run([sys.executable, "-m", "ara_spool.flusher", "status", "--run", "private-1",
+                                 "--json"], env=shared, capture_output=True, text=True, timeout=60)
+        assert "cannot read" in status.stdout and "chmod 600" not in status.stdout, status.stdout
+
+        os.chown(path, 0, 65534)  # the fix it printed
+        os.chmod(path, 0o660)
+        log.write_text("")
+        d = daemon(ara_server.url)
+        try:
+            wait_until(lambda: ara.playbooks_for("private-1"), 20, "the fixed file shipped")
+        finally:
+            d.send_signal(signal.SIGTERM)
+            assert d.wait(20) == 0
+        assert "<3>" not in log.read_text(), log.read_text()
+        assert len(ara.playbooks_for("elsewhere-1")) == 1
+    finally:
+        shutil.rmtree(spool, ignore_errors=True)
+
+
+def test_status_says_ara_is_unreachable_during_an_outage(cli_env, spool_dir, followers, tmp_path):
+    """During an outage STATUS= said "1 shipping", never that Ara was down; and only the first
+    retry was a WARNING. Now STATUS= leads with "Ara unreachable since T: <error>" as soon as a
+    shipper fails, and the journal has it as a WARNING."""
+    sock_path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(sock_path))
+    sock.settimeout(0.2)
+    messages: list[str] = []
+
+    def outage() -> bool:
+        try:
+            while True:
+                messages.append(sock.recv(4096).decode())
+        except TimeoutError:
+            pass
+        return any(m.startswith("STATUS=Ara unreachable since ") for m in messages)
+
+    try:
+        dead = f"http://127.0.0.1:{free_port()}"
+        env = dict(cli_env, NOTIFY_SOCKET=str(sock_path), JOURNAL_STREAM=journal_stream(tmp_path / "daemon.log"),
+                   ARA_API_SERVER=dead)
+        emit_events(spool_dir, "outage-1", 3)
+        d = followers(env, "--max-backoff", "0.5")
+        wait_until(outage, 20, "STATUS= to say Ara is unreachable", every=0.01)
+        rc, _ = d.stop()
+        assert rc == 0
+    finally:
+        sock.close()
+    [first] = [m for m in messages if m.startswith("STATUS=Ara unreachable since ")][:1]
+    assert "cannot connect" in first and "backlog 3 event(s) in 1 run(s)" in first, first
+    assert any(ln.startswith("<4>WARNING ara_spool.daemon: Ara unreachable since ") for ln in d.text().splitlines()), \
+        d.text()
+
+
+def test_size_cap_counts_only_what_is_not_in_ara(cli_env, spool_dir):
+    """ARA_SPOOL_MAX_BYTES=1M with 0 B pending said "SPOOL OVER CAP" and `refuse` refused `emit`
+    although everything was shipped; its message began `ara-spool: : spool`."""
+    from ara_spool.spool.state import RunState, save
+
+    emit_events(spool_dir, "cap-shipped", 40)
+    size = os.path.getsize(spool_dir / "cap-shipped.jsonl")
+    # Its checkpoint at the spool's end, as a flush leaves it: nothing of it is unshipped.
+    save(RunPaths.of(spool_dir, "cap-shipped"), RunState("cap-shipped", dest="http://x/api/v1", offset=size,
+                                                          ended=True))
+    env = dict(cli_env, ARA_SPOOL_MAX_BYTES=str(size // 2), ARA_SPOOL_FULL_POLICY="refuse")
+    emit = [sys.executable, "-m", "ara_spool.flusher", "emit", "--run", "cap-new", "--task", "t", "--host", "h",
+            "--status", "ok"]
+    r = subprocess.run(emit, env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert retention.unshipped_bytes(spool_dir) == os.path.getsize(spool_dir / "cap-new.jsonl")
+    # Unshipped bytes over the cap: refused, and the message starts as every other one.
+    r = subprocess.run(emit, env=dict(env, ARA_SPOOL_MAX_BYTES="100"), capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and r.stderr.startswith("ara-spool: spool ") and "not yet in Ara" in r.stderr, r.stderr

@@ -51,7 +51,8 @@ ALICE = "alice"
 # speed: ~750 requests, each delayed SLOW seconds by the gate (>= 15 s), then shipped at full speed.
 BIG_HOSTS, BIG_TASKS = 4, 150
 SLOW = 0.02
-STATUS_RE = re.compile(r"backlog (\S+ \S+) in (\d+) run\(s\); (\d+) shipping; (\d+) event\(s\) shipped since start")
+STATUS_RE = re.compile(r"backlog (\d+ event\(s\)) in (\d+) run\(s\); (\d+) shipping; "
+                       r"(\d+) event\(s\) shipped since start")
 
 pytestmark = pytest.mark.skipif(os.environ.get("ARA_SPOOL_NO_NSPAWN") == "1",
                                 reason="ARA_SPOOL_NO_NSPAWN=1: the real-systemd tests are switched off")
@@ -185,12 +186,15 @@ def api(ara_server: AraServer) -> AraAPI:
 
 
 # -- helpers ------------------------------------------------------------------------------------
-def spool_as_alice(box: Container, run_id: str, hosts: int, tasks: int) -> None:
-    """A whole run (run_start ... run_end) written by a group member, as the callback would."""
+def spool_as_alice(box: Container, run_id: str, hosts: int, tasks: int, shared: bool = True) -> None:
+    """A whole run (run_start ... run_end) written by a group member, as the callback would
+    (`shared=False`: without ARA_SPOOL_GROUP_SHARED, as a user who missed that line)."""
     code = ("import sys; from pathlib import Path; sys.path.insert(0, '/src'); from tests.runs import spool_run; "
             f"spool_run(Path({SPOOL!r}), {run_id!r}, hosts={hosts}, tasks={tasks})")
-    box.sh(f"/opt/ara-spool/bin/python -c {shlex.quote(code)}", user=ALICE,
-           env={"ARA_SPOOL_DIR": SPOOL, "ARA_SPOOL_GROUP_SHARED": "true", "PYTHONDONTWRITEBYTECODE": "1"})
+    env = {"ARA_SPOOL_DIR": SPOOL, "PYTHONDONTWRITEBYTECODE": "1"}
+    if shared:
+        env["ARA_SPOOL_GROUP_SHARED"] = "true"
+    box.sh(f"/opt/ara-spool/bin/python -c {shlex.quote(code)}", user=ALICE, env=env)
 
 
 def results_in_ara(api: AraAPI, run_id: str) -> list[dict[str, Any]]:
@@ -369,6 +373,10 @@ def test_ara_down_then_up(box: Container, api: AraAPI, gate: AuthGate):
     try:
         spool_as_alice(box, run_id, hosts=2, tasks=3)
         wait_until(lambda: "retry" in box.journal(DAEMON, after=cursor), 15, "the daemon to retry")
+        # STATUS= says so at once (it said "1 shipping" for a whole outage).
+        outage = wait_until(lambda: (t := status_text(box)).startswith("Ara unreachable since ") and t, 15,
+                            "STATUS= to say Ara is unreachable")
+        assert "cannot connect" in outage and STATUS_RE.search(outage), outage
         time.sleep(3)
         now = box.show(DAEMON, "MainPID", "NRestarts", "SubState")
         assert (now["MainPID"], now["NRestarts"], now["SubState"]) == \
@@ -378,8 +386,10 @@ def test_ara_down_then_up(box: Container, api: AraAPI, gate: AuthGate):
         gate.start()
     t0 = time.monotonic()
     took = wait_shipped(api, run_id, 6, 60)
-    timing("Ara down then up", f"ok, daemon stayed up retrying; shipped {took:.1f}s after Ara came back "
-                               f"({time.monotonic() - t0:.1f}s)")
+    # Within a poll (0.5 s) of the first answer, not at the next 10 s STATUS period.
+    wait_until(lambda: not status_text(box).startswith("Ara unreachable"), 3, "STATUS= to drop the outage")
+    timing("Ara down then up", f"ok, daemon stayed up retrying, STATUS= {outage[:60]!r}...; shipped {took:.1f}s "
+                               f"after Ara came back ({time.monotonic() - t0:.1f}s)")
 
 
 def test_credentials_password_wrong_then_token(box: Container, api: AraAPI, gate: AuthGate):
@@ -511,3 +521,82 @@ def test_oneshot_stop_mid_backlog(box: Container, api: AraAPI, gate: AuthGate):
                                                 f"clean checkpoint with {shipped_before}/{total} in Ara; next run "
                                                 f"shipped the rest in {time.monotonic() - t1:.1f}s (+{took:.1f}s), "
                                                 "none doubled")
+
+
+def test_journal_levels_show_a_wrong_server_and_an_unreadable_file(box: Container, api: AraAPI, gate: AuthGate):
+    """`journalctl -p err` showed nothing (every line was PRIORITY=6): now a wrong server and a file
+    the daemon cannot read (spooled without ARA_SPOOL_GROUP_SHARED) are errors there, naming the
+    file and the fix; after the fix the run is shipped."""
+    box.sh(f"systemctl stop {TIMER} {ONESHOT}", check=False)
+    private, other = "private-" + uuid.uuid4().hex[:8], "wrongsrv-" + uuid.uuid4().hex[:8]
+    cursor = box.cursor()
+    box.sh(f"systemctl restart {DAEMON}")
+    spool_as_alice(box, private, hosts=1, tasks=2, shared=False)
+    path = f"{SPOOL}/{private}.jsonl"
+    assert box.sh(f"stat -c '%a %U' {path}").stdout.split() == ["600", ALICE]
+    wait_until(lambda: path in box.journal(DAEMON, after=cursor, priority="err"), 20, "the unreadable file's error")
+    status = box.sh(f"ARA_SPOOL_DIR={SPOOL} ARA_SPOOL_GROUP_SHARED=true /opt/ara-spool/bin/ara-spool status "
+                    f"--run {private}", user=ALICE).stdout
+    assert "cannot read" in status and "chmod 600" not in status, status
+    # A wrong server: the gate's port with a path where no Ara is (404: not a working Ara).
+    box.sh(f"printf '%s\\n' 'ARA_API_SERVER=http://127.0.0.1:{box_gate_port(box)}/not-ara' "
+           f"'ARA_API_USERNAME={USER}' > /etc/ara-spool/flusher.env && systemctl restart {DAEMON}")
+    try:
+        spool_as_alice(box, other, hosts=1, tasks=1)
+        errors = wait_until(lambda: (j := box.journal(DAEMON, after=cursor, priority="err")) and other in j and j,
+                            20, "the wrong server's error")
+        assert "not-ara" in errors, errors
+        info = box.journal(DAEMON, after=cursor)
+        assert "following /var/spool/ara-spool" in info and "following" not in errors  # INFO stays out of -p err
+    finally:
+        write_env(box)
+        box.sh(f"chmod 660 {path} && systemctl restart {DAEMON}")  # the fix its error printed
+    wait_shipped(api, private, 2, 30)
+    wait_shipped(api, other, 1, 30)
+    timing("journal levels", f"ok, -p err: the unreadable {path} and the wrong server; both shipped after the fix")
+
+
+def _readme_block(title: str) -> str:
+    text = README.read_text()
+    m = re.search(rf"^## {title}\n.*?^```sh\n(.*?)^```", text, re.M | re.S)
+    assert m, f"systemd/README.md has no ```sh block under '## {title}'"
+    return m.group(1)
+
+
+def test_upgrade_as_the_readme_says(box: Container, api: AraAPI):
+    script = _readme_block("Upgrade")
+    script, n = re.subn(r"^/opt/ara-spool/bin/pip install --upgrade ara-spool\b.*$",
+                        "/opt/ara-spool/bin/pip install -q --upgrade --force-reinstall --no-deps --no-index "
+                        "--find-links /wheels ara-spool", script, flags=re.M)
+    assert n == 1, "the Upgrade block's pip line"
+    box.sh(f"echo '# an old copy' >> /etc/systemd/system/{DAEMON} && systemctl daemon-reload")
+    r = box.sh("set -euo pipefail\ncd /src\n" + script, check=False, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert box.path(f"/etc/systemd/system/{DAEMON}").read_text() == (ROOT / "systemd" / DAEMON).read_text()
+    props = wait_until(lambda: (p := box.show(DAEMON, "ActiveState", "SubState", "NeedDaemonReload"))
+                       and p["SubState"] == "running" and p, 15, "the daemon running again")
+    assert props["NeedDaemonReload"] == "no", props
+    run_id = "upgraded-" + uuid.uuid4().hex[:8]
+    spool_as_alice(box, run_id, hosts=1, tasks=2)
+    wait_shipped(api, run_id, 2, 30)
+    timing("upgrade (README block)", "ok, units copied again, daemon running, a new run shipped")
+
+
+def test_uninstall_as_the_readme_says(box: Container):
+    """Last: it removes the program. What the README says stays, stays; no restart loop."""
+    r = box.sh("set -euo pipefail\n" + _readme_block("Uninstall"), check=False, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    time.sleep(2)
+    props = box.show(DAEMON, "LoadState", "ActiveState")
+    assert props == {"LoadState": "not-found", "ActiveState": "inactive"}, props
+    assert not box.path("/opt/ara-spool").exists()
+    for path in (SPOOL, "/etc/ara-spool/flusher.env", "/etc/credstore/ara-api-password",
+                 "/etc/sysusers.d/ara-spool.conf", "/etc/tmpfiles.d/ara-spool.conf"):
+        assert box.path(path).exists(), path
+    assert list(box.path(SPOOL).glob("*.jsonl")), "the spool's runs stay"
+    assert box.sh("id -nG ara-spool").stdout.split() == ["ara-spool"]
+    cursor = box.cursor()
+    time.sleep(3)
+    assert "203/EXEC" not in box.journal(after=cursor)
+    timing("uninstall (README block)", "ok, units gone, venv gone; spool, user, env file, credstore, sysusers and "
+                                       "tmpfiles entries stay")

@@ -47,15 +47,15 @@ async def test_clean_shipped_run_verifies_ok_with_ara(cfg, ara, cli_env, spool_d
     assert code == 0, report
     by_run = {r["run"]: r for r in report}
     assert by_run["ver-ok"]["ara"]["results"] == by_run["ver-ok"]["ara"]["expected"] == 8
-    assert by_run["ver-ok-ev"]["ara"] == {"playbook": ara.playbook_for("ver-ok-ev")["id"], "results": 7,
-                                          "expected": 7}
+    assert by_run["ver-ok-ev"]["ara"] == {"server": cfg.server, "playbook": ara.playbook_for("ver-ok-ev")["id"],
+                                          "results": 7, "expected": 7}
     assert all(r["ok"] and not r["problems"] for r in report)
     # Human output: one line per run.
     p = subprocess.run([sys.executable, "-m", "ara_spool.flusher", "verify", "--run", "ver-ok"], env=cli_env,
                        capture_output=True, text=True)
     assert p.returncode == 0 and p.stdout.count("\n") == 1 and "ver-ok: 22 event(s)" in p.stdout and "ok" in p.stdout
     pb = by_run["ver-ok"]["ara"]["playbook"]
-    assert f"Ara playbook {pb} holds 8 result(s), the shipped part of the spool made 8" in p.stdout
+    assert f"Ara at {cfg.server}: playbook {pb} holds 8 result(s), the shipped part of the spool made 8" in p.stdout
     assert "{" not in p.stdout, p.stdout  # words, not a Python dict
 
 
@@ -125,7 +125,7 @@ async def test_ara_missing_or_doubled_results_and_second_playbook_are_problems(c
     post(ara_server.url, f"results/{results[2]['id']}", {}, method="DELETE")
     report, ok = verify(cfg, [run_id])
     assert not ok and "1 missing" in report[0]["summary"], report[0]["summary"]
-    assert report[0]["ara"] == {"playbook": pb["id"], "results": 4, "expected": 5}
+    assert report[0]["ara"] == {"server": cfg.server, "playbook": pb["id"], "results": 4, "expected": 5}
     # A second playbook with the run's label breaks "one playbook per run".
     post(ara_server.url, "playbooks", {"path": "/x.yml", "ansible_version": "2.19", "labels": [f"run_id:{run_id}"]})
     report, ok = verify(cfg, [run_id])
@@ -193,4 +193,23 @@ def test_ara_unreachable_is_a_note(spool_dir):
     emit_events(spool_dir, "ver-down", 2)
     cfg = Config(server="http://127.0.0.1:9", spool_dir=spool_dir, timeout=2)
     report, ok = verify(cfg, None)
-    assert ok and "Ara not compared" in report[0]["summary"] and "cannot connect" in report[0]["summary"]
+    assert ok and "Ara at http://127.0.0.1:9 not compared" in report[0]["summary"], report
+    assert "cannot connect" in report[0]["summary"]
+
+
+def test_verify_asks_the_ara_the_run_went_to_and_names_it(cli_env, ara, ara_server, spool_dir):
+    """With ARA_API_SERVER unset, runs shipped elsewhere were checked against the default Ara
+    (http://127.0.0.1:8000): "Ara has no playbook for this run", exit 5, and it did not say which Ara."""
+    spool_run(spool_dir, "ver-where", hosts=2, tasks=2)
+    r = subprocess.run([sys.executable, "-m", "ara_spool.flusher", "flush", "--quiet"], env=cli_env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    unset = {k: v for k, v in cli_env.items() if k != "ARA_API_SERVER"}
+    p = subprocess.run([sys.executable, "-m", "ara_spool.flusher", "verify", "--run", "ver-where"], env=unset,
+                       capture_output=True, text=True, timeout=120)
+    pb = ara.playbook_for("ver-where")["id"]
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert f"Ara at {ara_server.url}: playbook {pb} holds 4 result(s)" in p.stdout, p.stdout
+    # --server names another Ara: that one is asked, and named.
+    code, [report] = cli(unset, "--run", "ver-where", "--server", "http://127.0.0.1:9")
+    assert code == 0 and "Ara at http://127.0.0.1:9 not compared" in report["summary"], report

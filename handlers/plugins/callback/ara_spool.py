@@ -284,7 +284,9 @@ class CallbackModule(CallbackBase):
                 self.flusher = runtime.start_flusher(run_id, self.dir, env)
                 self.flusher_env = env
             except OSError as exc:
-                display.warning(f"ara-spool: cannot start the background flusher ({exc}); events stay spooled")
+                # Only claim the spool keeps events when it took them (a read-only dir takes none).
+                kept = "events stay spooled" if not self.lost else "nothing could be spooled either"
+                display.warning(f"ara-spool: cannot start the background flusher ({exc}); {kept}")
         atexit.register(self._at_exit)
         for sig in (signal.SIGTERM, signal.SIGINT):
             previous = signal.getsignal(sig)
