@@ -35,11 +35,12 @@ def collect(cfg: Config, runs: list[str] | None = None) -> list[dict[str, Any]]:
 
 
 def _refused_row(cfg: Config, run_id: str, exc: OSError) -> dict[str, Any]:
-    return {"run": run_id, "pending": 0, "pending_tail_bytes": 0, "shipped": 0, "quarantined": 0, "ended": False,
-            "final_status": "refused", "flushing": False, "age_seconds": None, "requests": 0,
-            "last_error": str(exc), "last_error_at": None, "failing_since": None, "playbook_id": None,
+    paths = RunPaths.of(cfg.spool_dir, run_id)
+    return {"run": run_id, "pending": None, "pending_tail_bytes": None, "shipped": 0, "quarantined": 0,
+            "ended": False, "final_status": "refused", "flushing": False, "age_seconds": None, "requests": 0,
+            "last_error": _advice(paths, str(exc)), "last_error_at": None, "failing_since": None, "playbook_id": None,
             "ara_server": None, "ara_url": None, "complete_in": None, "destinations": [],
-            "spool": str(RunPaths.of(cfg.spool_dir, run_id).spool)}
+            "spool": str(paths.spool)}
 
 
 def _row(cfg: Config, run_id: str) -> dict[str, Any]:
