@@ -8,9 +8,10 @@ import importlib.metadata
 import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from ara_spool.flusher.config import Config
 from ara_spool.spool import events, schema, settings, writer
@@ -444,8 +445,18 @@ def _finish_help(p: argparse.ArgumentParser) -> None:
     p.formatter_class = argparse.RawDescriptionHelpFormatter
 
 
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse echoes a rejected argument in its error: a URL there loses its credentials first."""
+
+    def error(self, message: str) -> NoReturn:
+        super().error(_URL.sub(lambda m: settings.redact_url(m.group(0)), message))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="ara-spool",
         description="Durable, non-blocking audit trail from Ansible to Ara: "
         "spool events, ship them in order, exactly once.",

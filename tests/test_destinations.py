@@ -169,7 +169,7 @@ def test_checkpoint_naming_another_runs_playbook_is_dropped(cli_env, spool_dir, 
     emit_events(spool_dir, "mine", 1)
     p = cli(cli_env, "-v", "flush", "--run", "mine")
     assert p.returncode == 0, p.stderr
-    assert "does not carry this run's label" in p.stderr
+    assert "does not carry the label 'run_id:mine'" in p.stderr
     assert len(ara.results(victim["id"])) == victim_rows
     assert result_count(ara, "mine") == 3 and len(ara.playbooks_for("mine")) == 1
 
