@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
 import os
 import time
@@ -41,12 +40,14 @@ from ara_spool.flusher.client import (
     TransientError,
 )
 from ara_spool.flusher.config import Config
+from ara_spool.flusher.diskpause import DiskPause, disk_full
 from ara_spool.flusher.ids import AraIds
 from ara_spool.flusher.ledger import Entry, Ledger
 from ara_spool.flusher.mapping import Call, Hints, host_stats_plans, plan
 from ara_spool.flusher.reconcile import Reconciler, find
 from ara_spool.flusher.recovery import Recovery
 from ara_spool.flusher.recovery import Stop as _Stop
+from ara_spool.flusher.taskhold import hold_point
 from ara_spool.spool import quarantine, writer
 from ara_spool.spool import state as state_mod
 from ara_spool.spool.lock import try_lock
@@ -60,15 +61,6 @@ BATCH_LINES = 500
 T = TypeVar("T")
 # While a checkpoint waits on this run (it touches the lock file), progress is saved this often.
 WATCHED_SAVE_SECONDS = 0.2
-# A write refused for lack of space (ENOSPC, EDQUOT) is retried this often: a full disk is a pause.
-DISK_RETRY_SECONDS = 1.0
-DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
-
-
-def disk_full(exc: BaseException) -> bool:
-    return isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS
-
-
 # A stop lets the request in flight finish for this long (a working Ara answers in milliseconds:
 # the checkpoint then stays clean); a request still hanging after it is cancelled.
 STOP_GRACE_SECONDS = 0.5
@@ -167,8 +159,7 @@ class RunShipper:
         self._halt: _Stop | None = None
         self._with_retries: Callable[..., Awaitable[Any]] | None = None
         self._shipping = False  # mid-run: a checkpoint refused for lack of space is deferred
-        self._disk_full_since: float | None = None
-        self._disk_full_why = ""
+        self.disk = DiskPause(paths.run_id)
         self.recovery = Recovery(self)  # the run's identity at this Ara, and the read-back
 
     # -- the loop ---------------------------------------------------------------------------
@@ -291,7 +282,7 @@ class RunShipper:
                     except OSError as exc:
                         if not disk_full(exc):
                             raise
-                        await self._disk_pause(exc, "cannot spool the run's end")
+                        await self.disk.wait(exc, "cannot spool the run's end", self.stop, self._past_deadline)
                         continue
                     self._ended_for_parent = True
                     log.warning("run %s: its ansible-playbook (pid %s) is gone without ending the run; "
@@ -322,25 +313,8 @@ class RunShipper:
                 cursor = line.end
 
     def _hold_point(self, lines: list[Line]) -> int:
-        """Following a live run: stop before a task whose end is not spooled yet, for at most
-        `task_hold_seconds`, so that the task is created finished (one request) instead of created
-        and then PATCHed (two). A checkpoint waiting for this run touches the lock file: then
-        nothing is held."""
-        hold = self.config.task_hold_seconds
-        if hold <= 0:
-            return len(lines)
-        ended = {ln.event["task"]["uuid"] for ln in lines if ln.event is not None and ln.event["kind"] == "task_end"}
-        for i, line in enumerate(lines):
-            ev = line.event
-            if ev is None or ev["kind"] != "task_start" or ev["task"]["uuid"] in ended:
-                continue
-            now = time.time()
-            since = self._held.setdefault(line.offset, now)
-            nudged = self._watched_since() >= since
-            if now - since < hold and not nudged and not self._orphaned() and not self.stop.is_set():
-                return i
-            break
-        return len(lines)
+        return hold_point(lines, self._held, self.config.task_hold_seconds, time.time(),
+                          lambda since: self._watched_since() >= since or self._orphaned() or self.stop.is_set())
 
     def _watched_since(self) -> float:
         """When a checkpoint last touched the run's lock file to say it waits (epoch seconds)."""
@@ -391,35 +365,11 @@ class RunShipper:
                 raise
             # Mid-run, a full disk defers the checkpoint: the one on disk says clean=false, so a
             # crash now makes the next flusher reconcile. The run's last save waits for space.
-            self._note_disk_full(exc, "cannot save the checkpoint")
+            self.disk.note(exc, "cannot save the checkpoint")
         else:
-            self._disk_back()
+            self.disk.back()
         finally:
             self.ids.last_result = moving
-
-    # -- a full disk is a pause --------------------------------------------------------------
-    def _note_disk_full(self, exc: OSError, what: str) -> None:
-        if self._disk_full_since is None:
-            self._disk_full_since = time.monotonic()
-            self._disk_full_why = f"{what}: {exc.strerror or exc}"
-            log.warning("run %s: spool disk full (%s: %s): paused writes, retrying every %.0fs until space frees",
-                        self.paths.run_id, what, exc.strerror or exc, DISK_RETRY_SECONDS)
-
-    def _disk_back(self) -> None:
-        if self._disk_full_since is not None:
-            # Said again: the first warning went to a log on that same full disk, and may be lost.
-            log.warning("run %s: spool disk full for %.0fs (%s), paused until now; it has space again: going on",
-                        self.paths.run_id, time.monotonic() - self._disk_full_since, self._disk_full_why)
-            self._disk_full_since = None
-
-    async def _disk_pause(self, exc: OSError, what: str) -> None:
-        """Wait DISK_RETRY_SECONDS (or a stop) after a write refused for lack of space; past the
-        deadline (no progress for `timeout`) or after a stop, the error is raised."""
-        self._note_disk_full(exc, what)
-        if self.stop.is_set() or self._past_deadline():
-            raise exc
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.stop.wait(), DISK_RETRY_SECONDS)
 
     async def _save_when_space(self) -> None:
         """A durable checkpoint that must land (the run's first and last): a full disk is waited out."""
@@ -432,7 +382,7 @@ class RunShipper:
                 except OSError as exc:
                     if not disk_full(exc):
                         raise
-                    await self._disk_pause(exc, "cannot save the checkpoint")
+                    await self.disk.wait(exc, "cannot save the checkpoint", self.stop, self._past_deadline)
         finally:
             self._shipping = was
 
