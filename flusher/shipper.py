@@ -409,11 +409,11 @@ class RunShipper:
         st = self.state
         assert st is not None
         if line.event is None:
-            self._quarantine(line, line.error or "bad line")
+            await self._quarantine(line, line.error or "bad line")
             return
         event = line.event
         if event["run"] != st.run_id:
-            self._quarantine(line, f"event of run {event['run']!r} in the spool of run {st.run_id!r}")
+            await self._quarantine(line, f"event of run {event['run']!r} in the spool of run {st.run_id!r}")
             return
         gen = plan(event, self.ids, hints)
         try:
@@ -424,7 +424,7 @@ class RunShipper:
         except StopIteration:
             pass
         except (PermanentError, *MAPPING_ERRORS) as exc:
-            self._reject(line, exc)
+            await self._reject(line, exc)
             return
         self._count_shipped(event)
 
@@ -470,7 +470,7 @@ class RunShipper:
         if event is None or event["run"] != st.run_id:
             why = line.error or "bad line" if event is None else \
                 f"event of run {event['run']!r} in the spool of run {st.run_id!r}"
-            self._quarantine(line, why)
+            await self._quarantine(line, why)
             self._complete(entry)
             return
         if event["kind"] == "host_stats":
@@ -491,7 +491,7 @@ class RunShipper:
         except StopIteration:
             self._count_shipped(event)
         except (PermanentError, *MAPPING_ERRORS) as exc:
-            self._reject(line, exc)
+            await self._reject(line, exc)
         self._complete(entry)
 
     async def _dispatch_host_stats(self, entry: Entry) -> None:
@@ -517,7 +517,7 @@ class RunShipper:
                 if isinstance(res, BaseException):
                     raise res
         except (PermanentError, *MAPPING_ERRORS, AttributeError) as exc:  # stats, or a host's counters, not an object
-            self._reject(entry.line, exc)
+            await self._reject(entry.line, exc)
         else:
             self._count_shipped(event)
         self._complete(entry)
@@ -555,7 +555,7 @@ class RunShipper:
             self._count_shipped(entry.line.event)
             self._complete(entry)
         except (PermanentError, *MAPPING_ERRORS) as exc:
-            self._reject(entry.line, exc)
+            await self._reject(entry.line, exc)
             self._complete(entry)
         except _Stop as stop:
             self._halt = self._halt or stop
@@ -587,17 +587,25 @@ class RunShipper:
             self._since_ckpt += moved
         self._checkpoint()
 
-    def _reject(self, line: Line, exc: Exception) -> None:
+    async def _reject(self, line: Line, exc: Exception) -> None:
         """A line Ara refused (PermanentError) or that cannot be mapped: quarantined, the run goes on."""
         if isinstance(exc, PermanentError):
-            self._quarantine(line, f"Ara refused it: {exc}")
+            await self._quarantine(line, f"Ara refused it: {exc}")
         else:
-            self._quarantine(line, f"cannot map event to Ara: {type(exc).__name__}: {exc}")
+            await self._quarantine(line, f"cannot map event to Ara: {type(exc).__name__}: {exc}")
 
-    def _quarantine(self, line: Line, reason: str) -> None:
+    async def _quarantine(self, line: Line, reason: str) -> None:
         st = self.state
         assert st is not None
-        quarantine.reject(self.paths, line.offset, line.raw, reason, end=line.end)
+        while True:
+            try:
+                quarantine.reject(self.paths, line.offset, line.raw, reason, end=line.end)
+                break
+            except OSError as exc:
+                if not disk_full(exc):
+                    raise
+                await self.disk.wait(exc, "cannot quarantine a line", self.stop, self._past_deadline)
+        self.disk.back()
         st.quarantined += 1
         self._quarantined += 1
         log.warning("run %s: quarantined the line at offset %d: %s", st.run_id, line.offset, reason)

@@ -42,8 +42,13 @@ def reject(paths: RunPaths, offset: int, raw: bytes, reason: str, *, end: int | 
     fd = open_nofollow(paths.rejected, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        writer.write_all(fd, line)
-        os.fsync(fd)
+        size = os.fstat(fd).st_size
+        try:
+            writer.write_all(fd, line)
+            os.fsync(fd)
+        except OSError:
+            os.ftruncate(fd, size)  # no torn record: a retry (the disk had no space) appends it whole
+            raise
     finally:
         os.close(fd)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import logging
 import os
 import signal
@@ -124,6 +125,43 @@ async def test_disk_full_is_a_pause_no_torn_line_no_temp_file(small_disk, cfg, a
     assert not [p.name for p in spool_dir.iterdir() if ".tmp" in p.name], "a temp file was left"
     print(f"ENOSPC via {'tmpfs' if mounted else 'injected os.write'}: {len(ok_events)} events, "
           f"flusher paused {time.monotonic() - t0:.1f}s")
+
+
+async def test_quarantine_on_a_full_disk_is_a_pause(tmp_path, cfg, ara, caplog, monkeypatch):
+    """A bad line met while the disk is full: its quarantine record waits for space (a short write
+    then ENOSPC on the quarantine file, injected), then lands whole, once; the good lines ship."""
+    spool_dir = tmp_path / "spool"
+    run_id = "enospc-q"
+    good = [writer.append(run_id, "event", {"task": "t", "status": "ok", "host": "h0", "details": {"i": i}},
+                          spool_dir=spool_dir) for i in range(3)]
+    with open(spool_dir / f"{run_id}.jsonl", "ab") as fh:
+        fh.write(b"not json at all\n")
+    good += [writer.append(run_id, "event", {"task": "t", "status": "ok", "host": "h0", "details": {"i": i}},
+                           spool_dir=spool_dir) for i in range(3, 5)]
+    full = {"on": True, "short": False, "refused": 0}
+    real_write = os.write
+
+    def fake_write(fd: int, data) -> int:
+        if full["on"] and os.readlink(f"/proc/self/fd/{fd}").endswith(".rejected.jsonl"):
+            if not full["short"]:
+                full["short"] = True
+                return real_write(fd, bytes(data[:10]))
+            full["refused"] += 1
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", fake_write)
+    asyncio.get_running_loop().call_later(2.0, lambda: full.update(on=False))
+    fcfg = Config(server=cfg.server, spool_dir=spool_dir, timeout=30, max_backoff=0.3)
+    t0 = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="ara_spool.shipper"):
+        [outcome] = await oneshot.flush(fcfg, [run_id], timeout=30)
+    assert outcome.status == "done" and outcome.quarantined == 1, outcome
+    assert full["refused"] >= 1 and time.monotonic() - t0 >= 1.5, "the flusher did not wait for space"
+    assert "cannot quarantine a line" in caplog.text and "it has space again" in caplog.text, caplog.text
+    [record] = (spool_dir / f"{run_id}.rejected.jsonl").read_text().splitlines()  # no torn record
+    assert json.loads(record)["raw"] == "not json at all"
+    assert len(ara.results(ara.playbook_for(run_id)["id"])) == len(good)
 
 
 def test_checkpoint_write_is_all_or_nothing(tmp_path, monkeypatch):
