@@ -322,7 +322,7 @@ def _end_number(task: dict[str, Any]) -> int:
 
 def end_task(ids: AraIds, task: dict[str, Any], ts: str) -> Plan:
     """A task_end: the n-th end of its task. Each later end moves `ended` to its time and keeps the
-    worst status; a status_only end (a late failure under strategy free) sets only the status."""
+    worst status; a status_only end (a late failure under strategy free) keeps `ended`."""
     task_uuid = task["uuid"]
     task_id = ids.tasks.get(task_uuid)
     if task_id is None:
@@ -332,9 +332,9 @@ def end_task(ids: AraIds, task: dict[str, Any], ts: str) -> Plan:
     if number <= done and task_uuid not in ids.open_tasks:
         return  # applied already (the task was created ended with it)
     new_status = worst_status(status, task["status"])
-    body: dict[str, Any] = {"status": new_status}
+    body: dict[str, Any] = {"status": new_status, **task_notes(task)}
     if not task.get("status_only"):
-        body.update(ended=ts, **task_notes(task))
+        body["ended"] = ts
     if task_uuid in ids.open_tasks or new_status != status or "ended" in body:
         # Still open until the PATCH is answered: a flusher that stops on it sends it again.
         yield Call("PATCH", f"{API}/tasks/{task_id}", body)

@@ -523,7 +523,8 @@ class CallbackModule(CallbackBase):
         self._append("result", body, ts=ended)
         if late_failure:  # its task has ended already (strategy free): as ara_default, it turns failed
             end = self.task_ends[task_uuid] = self.task_ends[task_uuid] + 1
-            self._append("task_end", {"uuid": task_uuid, "status": "failed", "end": end, "status_only": True})
+            self._append("task_end", {"uuid": task_uuid, "status": "failed", "end": end, "status_only": True,
+                                      **self.notes[task_uuid].fields()})
         if payload is not None:
             self._spool_payload(payload, task, host, started, ended)
 
