@@ -335,7 +335,7 @@ def end_task(ids: AraIds, task: dict[str, Any], ts: str) -> Plan:
     body: dict[str, Any] = {"status": new_status, **task_notes(task)}
     if not task.get("status_only"):
         body["ended"] = ts
-    if task_uuid in ids.open_tasks or new_status != status or "ended" in body:
+    if task_uuid in ids.open_tasks or new_status != status or len(body) > 1:
         # Still open until the PATCH is answered: a flusher that stops on it sends it again.
         yield Call("PATCH", f"{API}/tasks/{task_id}", body)
     ids.task_ends[task_uuid] = [max(number, done), new_status]
