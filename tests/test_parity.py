@@ -473,3 +473,29 @@ def test_shapes_full_records_match_but_the_intended(shapes):
 
 def _record_tasks(data: dict[str, Any]) -> set[str]:
     return {_uuid_tail(t["uuid"]) for t in data["tasks"] if t["action"] == "ara_record"}
+
+
+def test_an_emit_only_run_ends_and_its_hosts_have_counters(cli_env, ara):
+    """A run made only with `ara-spool emit` (no callback): `emit --end` ends it, and the host only
+    explicit events name gets counters from its events (2 ok, one of them changed, 1 failed)."""
+    run_id = f"emit-only-{uuid.uuid4()}"
+
+    def emit(*args: str) -> None:
+        proc = subprocess.run([sys.executable, "-m", "ara_spool.flusher", "emit", "--run", run_id, *args],
+                              env=cli_env, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+
+    emit("--task", "clone", "--host", "github.com", "--status", "ok", "--changed")
+    emit("--task", "tag", "--host", "github.com", "--status", "ok")
+    emit("--task", "push", "--host", "github.com", "--status", "failed", "--end", "failed")
+    flushed = subprocess.run([sys.executable, "-m", "ara_spool.flusher", "flush", "--run", run_id], env=cli_env,
+                             capture_output=True, text=True, timeout=120)
+    assert flushed.returncode == 0, flushed.stderr
+    pb = ara.playbook_for(run_id)
+    assert pb["status"] == "failed" and pb["ended"]
+    [host] = ara.all("hosts", playbook=pb["id"])
+    assert (host["name"], host["ok"], host["changed"], host["failed"]) == ("github.com", 2, 1, 1)
+    assert all(t["status"] != "running" for t in ara.all("tasks", playbook=pb["id"]))
+    usage = subprocess.run([sys.executable, "-m", "ara_spool.flusher", "emit", "--run", run_id, "--task", "x"],
+                           env=cli_env, capture_output=True, text=True, timeout=60)
+    assert usage.returncode != 0 and "--task, --host and --status" in usage.stderr
