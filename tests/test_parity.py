@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -30,7 +31,7 @@ from typing import Any
 import pytest
 from ara_spool.handlers import parity
 
-from tests.ansible_run import BIN, PLAYBOOKS, ansible_env
+from tests.ansible_run import BIN, PLAYBOOKS, ansible_env, wait_for_task_start
 from tests.ara import AraAPI, AraServer
 
 PARITY = PLAYBOOKS / "parity"
@@ -499,3 +500,55 @@ def test_an_emit_only_run_ends_and_its_hosts_have_counters(cli_env, ara):
     usage = subprocess.run([sys.executable, "-m", "ara_spool.flusher", "emit", "--run", run_id, "--task", "x"],
                            env=cli_env, capture_output=True, text=True, timeout=60)
     assert usage.returncode != 0 and "--task, --host and --status" in usage.stderr
+
+
+def test_an_interrupted_run_as_ara_default_records_it_but_what_it_leaves_running(tmp_path, ara_server,
+                                                                                   ara_default_server):
+    """Ctrl-C while a task runs, under ara_default and under ara-spool: the playbook expired in both,
+    the tasks before it completed; the interrupted task and its play stay `running` forever under
+    ara_default, ara-spool ends them `expired` with the run (README: `interrupted`)."""
+    spool_dir = tmp_path / "spool"
+    spool_dir.mkdir(mode=0o700)
+    callbacks = subprocess.run([sys.executable, "-m", "ara.setup.callback_plugins"], capture_output=True,
+                               text=True, check=True).stdout.strip()
+    env = _env(tmp_path, spool_dir, ara_default_server.url)
+    env.update(ANSIBLE_CALLBACK_PLUGINS=callbacks, ARA_API_CLIENT="http", ARA_API_SERVER=ara_default_server.url)
+    run_id = f"interrupt-{uuid.uuid4()}"
+    env_ours = _env(tmp_path, spool_dir, ara_server.url)
+    env_ours.update(ARA_SPOOL_ENABLED="true", ARA_RUN_ID=run_id)
+    cmd = [str(BIN / "ansible-playbook"), "-i", str(SHAPES / "inventory.ini"), str(SHAPES / "interrupt.yml")]
+    default_api, spool_api = AraAPI(ara_default_server.url), AraAPI(ara_server.url)
+    procs = []
+    for e, name in ((env, "theirs"), (env_ours, "ours")):
+        with open(tmp_path / f"{name}.out", "w") as out:  # a file: a worker left running keeps no pipe open
+            procs.append(subprocess.Popen(cmd, env=e, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+                                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)))
+
+    def theirs_started() -> bool:
+        return any(t["name"] == "long" and p["path"] == str(SHAPES / "interrupt.yml")
+                   for p in default_api.all("playbooks") for t in default_api.all("tasks", playbook=p["id"]))
+
+    wait_for_task_start(spool_dir / f"{run_id}.jsonl", "long")
+    deadline = time.monotonic() + 60
+    while not theirs_started() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)
+    for proc in procs:
+        proc.send_signal(signal.SIGINT)
+    for proc in procs:
+        assert proc.wait(timeout=60) != 0
+    [pb] = [p for p in default_api.all("playbooks") if p["path"] == str(SHAPES / "interrupt.yml")]
+    ours_pb = spool_api.playbook_for(run_id)
+    deadline = time.monotonic() + 60  # the background flusher ships the end
+    while spool_api.get(f"playbooks/{ours_pb['id']}")["status"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+    def seen(api: AraAPI, pb_id: int) -> dict[str, Any]:
+        return {"playbook": api.get(f"playbooks/{pb_id}")["status"],
+                "plays": [p["status"] for p in api.all("plays", playbook=pb_id)],
+                "tasks": {t["name"]: t["status"] for t in api.all("tasks", playbook=pb_id)}}
+
+    theirs, ours = seen(default_api, pb["id"]), seen(spool_api, ours_pb["id"])
+    print(f"\ninterrupted (ara_default | ara-spool): {theirs} | {ours}")
+    assert theirs == {"playbook": "expired", "plays": ["running"], "tasks": {"quick": "completed", "long": "running"}}
+    assert ours == {"playbook": "expired", "plays": ["expired"], "tasks": {"quick": "completed", "long": "expired"}}
