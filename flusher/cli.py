@@ -475,8 +475,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--task", help="task name shown in Ara (required with an event)")
     e.add_argument("--host", help="host name shown in Ara (required with an event)")
     e.add_argument("--status", choices=schema.EVENT_STATUSES, help="the event's status (required with an event)")
-    e.add_argument("--end", nargs="?", const="completed", choices=("completed", "failed"),
-                   help="then end the run (default completed): a run made only of emits ends in Ara")
+    e.add_argument("--end", nargs="?", const="completed", choices=("completed", "failed"), metavar="STATUS",
+                   help="then end the run: completed (the default) or failed; a run made only of emits ends in Ara")
     e.add_argument("--duration", type=float, help="seconds the step took")
     e.add_argument("--details", help="JSON stored as the result's content")
     e.add_argument("--changed", action="store_true", help="mark the result changed")
