@@ -154,6 +154,13 @@ def cmd_emit(args: argparse.Namespace) -> int:
     run_id = args.run or settings.env_str("ARA_RUN_ID")
     if not run_id:
         return _fail("emit needs --run ID (or ARA_RUN_ID)", EXIT_USAGE)
+    cfg_dir = Path(args.spool_dir) if args.spool_dir else None
+    given = [n for n in ("task", "host", "status") if getattr(args, n) is not None]
+    if args.end and not given:  # only the run's end: an emit-only run is not left running in Ara
+        writer.append(run_id, "run_end", {"status": args.end}, spool_dir=cfg_dir)
+        return EXIT_OK
+    if len(given) < 3:
+        return _fail("emit needs --task, --host and --status (or only --end)", EXIT_USAGE)
     details: Any = {}
     if args.details is not None:
         try:
@@ -165,8 +172,9 @@ def cmd_emit(args: argparse.Namespace) -> int:
                                  changed=True if args.changed else None)
     except ValueError as exc:
         return _fail(str(exc), EXIT_USAGE)
-    cfg_dir = Path(args.spool_dir) if args.spool_dir else None
     writer.append(run_id, "event", body, spool_dir=cfg_dir)
+    if args.end:
+        writer.append(run_id, "run_end", {"status": args.end}, spool_dir=cfg_dir)
     return EXIT_OK
 
 
@@ -475,9 +483,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("emit", help="spool one explicit event (task, status, host, duration, details)")
     e.add_argument("--run", help="run id (default $ARA_RUN_ID)")
-    e.add_argument("--task", required=True, help="task name shown in Ara")
-    e.add_argument("--host", required=True, help="host name shown in Ara")
-    e.add_argument("--status", required=True, choices=schema.EVENT_STATUSES)
+    e.add_argument("--task", help="task name shown in Ara (required with an event)")
+    e.add_argument("--host", help="host name shown in Ara (required with an event)")
+    e.add_argument("--status", choices=schema.EVENT_STATUSES, help="the event's status (required with an event)")
+    e.add_argument("--end", nargs="?", const="completed", choices=("completed", "failed"), metavar="STATUS",
+                   help="then end the run: completed (the default) or failed; a run made only of emits ends in Ara")
     e.add_argument("--duration", type=float, help="seconds the step took")
     e.add_argument("--details", help="JSON stored as the result's content")
     e.add_argument("--changed", action="store_true", help="mark the result changed")

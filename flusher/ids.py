@@ -15,12 +15,19 @@ class AraIds:
     """Ara ids of what this run created, keyed by the spool's own identities."""
 
     playbook: int | None = None
-    plays: dict[str, int] = field(default_factory=dict)  # play uuid -> id
+    # play uuid -> id of its latest batch (serial: one Ara play per batch); "uuid#n" -> batch n's id
+    plays: dict[str, int] = field(default_factory=dict)
     tasks: dict[str, int] = field(default_factory=dict)  # task uuid -> id
     hosts: dict[str, int] = field(default_factory=dict)  # host name -> id
     files: dict[str, int] = field(default_factory=dict)  # "path\0sha1" -> id
     file_paths: dict[str, str] = field(default_factory=dict)  # path -> sha1 first stored there
     open_tasks: dict[str, int] = field(default_factory=dict)  # created "running", not yet ended
+    task_plays: dict[str, int] = field(default_factory=dict)  # task uuid -> its play's id (its results')
+    task_ends: dict[str, list[Any]] = field(default_factory=dict)  # task uuid -> [ends applied, status]
+    # host -> counters of its explicit events (ara_spool_event, ara-spool emit): Ansible's stats do
+    # not count them, so a host only they name gets these at the run's end.
+    event_counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    stats_sent: bool = False  # a host_stats event was shipped (else run_end sends event_counts)
     open_plays: dict[str, int] = field(default_factory=dict)
     last_result: int = 0  # highest result id this run created
     # A create's outcome is unknown (a lost answer, an empty body, a restart): the run is not

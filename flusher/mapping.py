@@ -15,6 +15,7 @@ from collections.abc import Generator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 from ara_spool.flusher.ids import AraIds
 from ara_spool.spool.schema import parse_time
@@ -164,18 +165,22 @@ def ensure_playbook(run_id: str, ids: AraIds, body: dict[str, Any] | None, ts: s
     return resp.get("status")
 
 
-def ensure_play(run_id: str, ids: AraIds, play_uuid: str, name: str | None, ts: str) -> Plan:
-    if play_uuid in ids.plays:
+def ensure_play(run_id: str, ids: AraIds, play_uuid: str, name: str | None, ts: str, batch: int = 1) -> Plan:
+    """The play's row. Ansible starts a `serial` play once per batch with the same uuid; as
+    ara_default, each batch is its own Ara play, and tasks first seen in it belong to it."""
+    key = play_uuid if batch <= 1 else f"{play_uuid}#{batch}"
+    if key in ids.plays:
         return
     yield from ensure_playbook(run_id, ids, None, ts)
+    earlier = ids.plays.get(play_uuid, 0) if batch > 1 else 0  # batch n's row is above batch n-1's
     resp = yield Call(
         "POST",
         f"{API}/plays",
         {"uuid": play_uuid, "name": _clip(name), "playbook": ids.playbook, "status": "running", "started": ts},
         creates=True,
-        lookup=Lookup(f"{API}/plays", {"playbook": ids.playbook, "uuid": play_uuid, "order": "id"}),
+        lookup=Lookup(f"{API}/plays", {"playbook": ids.playbook, "uuid": play_uuid, "order": "id"}, min_id=earlier),
     )
-    ids.plays[play_uuid] = resp["id"]
+    ids.plays[key] = ids.plays[play_uuid] = resp["id"]
     if resp.get("status") == "running":
         ids.open_plays[play_uuid] = resp["id"]
 
@@ -232,7 +237,7 @@ def ensure_task(run_id: str, ids: AraIds, task: dict[str, Any], ts: str, hints: 
         "started": ts,
     }
     end = hints.task_ends.get(task_uuid)
-    if end is not None:
+    if end is not None and not end["task"].get("status_only"):
         body["status"] = end["task"]["status"]
         body["ended"] = end["ts"]
         body.update(task_notes(end["task"]))
@@ -241,8 +246,11 @@ def ensure_task(run_id: str, ids: AraIds, task: dict[str, Any], ts: str, hints: 
         lookup=Lookup(f"{API}/tasks", {"playbook": ids.playbook, "uuid": task_uuid, "order": "id"}),
     )
     ids.tasks[task_uuid] = resp["id"]
+    ids.task_plays[task_uuid] = body["play"]
     if resp.get("status") == "running":
         ids.open_tasks[task_uuid] = resp["id"]
+    else:  # created ended, by the first task_end read ahead: that end is applied
+        ids.task_ends[task_uuid] = [_end_number(end["task"]) if end else 1, resp.get("status")]
 
 
 def ensure_host(run_id: str, ids: AraIds, name: str, ts: str) -> Plan:
@@ -265,7 +273,8 @@ def post_result(run_id: str, ids: AraIds, r: dict[str, Any], task: dict[str, Any
     task_id, host_id = ids.tasks[task["uuid"]], ids.hosts[r["host"]]
     body = {
         "playbook": ids.playbook,
-        "play": ids.plays[task["play_uuid"]],
+        # As ara_default: a result is in its task's play (a task of batch 1 run again in batch 2 too).
+        "play": ids.task_plays.get(task["uuid"]) or ids.plays[task["play_uuid"]],
         "task": task_id,
         "host": host_id,
         "status": r["status"],
@@ -293,6 +302,71 @@ def post_result(run_id: str, ids: AraIds, r: dict[str, Any], task: dict[str, Any
     if isinstance(facts, dict):
         # A setup/gather_facts result: its (masked) facts are the host's, as ara_default records them.
         yield Call("PATCH", f"{API}/hosts/{host_id}", {"facts": facts})
+
+
+# A task that ends several times (once per serial batch, per host under strategy free) keeps the
+# worst status of its ends, as ara_default's sticky "failed".
+STATUS_RANK = {"running": 0, "unknown": 0, "completed": 1, "expired": 2, "failed": 3}
+
+
+def worst_status(a: str | None, b: str) -> str:
+    return b if a is None or STATUS_RANK.get(b, 0) >= STATUS_RANK.get(a, 0) else a
+
+
+def _end_number(task: dict[str, Any]) -> int:
+    try:
+        return max(1, int(task.get("end") or 1))
+    except (TypeError, ValueError):
+        return 1
+
+
+def end_task(ids: AraIds, task: dict[str, Any], ts: str) -> Plan:
+    """A task_end: the n-th end of its task. Each later end moves `ended` to its time and keeps the
+    worst status; a status_only end (a late failure under strategy free) keeps `ended`."""
+    task_uuid = task["uuid"]
+    task_id = ids.tasks.get(task_uuid)
+    if task_id is None:
+        return
+    done, status = ids.task_ends.get(task_uuid, [0, None])
+    number = _end_number(task)
+    if number <= done and task_uuid not in ids.open_tasks:
+        return  # applied already (the task was created ended with it)
+    new_status = worst_status(status, task["status"])
+    body: dict[str, Any] = {"status": new_status, **task_notes(task)}
+    if not task.get("status_only"):
+        body["ended"] = ts
+    if task_uuid in ids.open_tasks or new_status != status or len(body) > 1:
+        # Still open until the PATCH is answered: a flusher that stops on it sends it again.
+        yield Call("PATCH", f"{API}/tasks/{task_id}", body)
+    ids.task_ends[task_uuid] = [max(number, done), new_status]
+    ids.open_tasks.pop(task_uuid, None)
+
+
+def update_playbook(run_id: str, ids: AraIds, body: dict[str, Any], ts: str) -> Plan:
+    """A later play's ara_playbook_name / ara_playbook_labels, as ara_default re-reads them."""
+    yield from ensure_playbook(run_id, ids, None, ts)
+    fields: dict[str, Any] = {}
+    if body.get("name"):
+        fields["name"] = _clip(str(body["name"]))
+    if isinstance(body.get("labels"), list):
+        fields["labels"] = _labels(run_id, body)
+    if fields:
+        yield Call("PATCH", f"{API}/playbooks/{ids.playbook}", fields)
+
+
+def put_record(run_id: str, ids: AraIds, record: dict[str, Any], ts: str) -> Plan:
+    """ara_record: a record of the run's playbook, updated when its key exists (as Ara's action)."""
+    yield from ensure_playbook(run_id, ids, None, ts)
+    playbook = record.get("playbook_id") if isinstance(record.get("playbook_id"), int) else ids.playbook
+    key = _clip(str(record["key"]))
+    fields = {"value": record["value"], "type": record.get("type") or "text"}
+    found = yield Call("GET", f"{API}/records?{urlencode({'playbook': playbook, 'key': key})}")
+    rows = [r for r in found.get("results") or [] if r.get("key") == key]
+    if rows:
+        yield Call("PATCH", f"{API}/records/{rows[0]['id']}", {"key": key, **fields})
+        return
+    yield Call("POST", f"{API}/records", {"playbook": playbook, "key": key, **fields}, creates=True,
+               lookup=Lookup(f"{API}/records", {"playbook": playbook, "key": key, "order": "id"}))
 
 
 def task_notes(task: dict[str, Any]) -> dict[str, list[Any]]:
@@ -346,9 +420,38 @@ def host_counters(run_id: str, ids: AraIds, host: str, counters: dict[str, Any],
     yield Call("PATCH", f"{API}/hosts/{ids.hosts[host]}", fields)
 
 
+COUNTERS = ("ok", "changed", "failed", "skipped", "unreachable")
+
+
+def count_event(ids: AraIds, result: dict[str, Any]) -> None:
+    """Count an explicit event's result for its host, as Ansible's stats count a task's."""
+    counts = ids.event_counts.setdefault(result["host"], dict.fromkeys(COUNTERS, 0))
+    status = result["status"]
+    if status == "ok":
+        counts["ok"] += 1
+        counts["changed"] += bool(result.get("changed"))
+    elif status in counts:
+        counts[status] += 1
+
+
+def event_only_counters(ids: AraIds, stats: dict[str, Any]) -> dict[str, dict[str, int]]:
+    """The counters of hosts that only explicit events name (not in Ansible's stats)."""
+    return {host: counts for host, counts in ids.event_counts.items() if host not in stats}
+
+
 def host_stats_plans(ev: dict[str, Any], ids: AraIds) -> list[Plan]:
-    """A host_stats event as one independent plan per host (a window ships them side by side)."""
-    return [host_counters(ev["run"], ids, host, counters, ev["ts"]) for host, counters in ev["stats"].items()]
+    """A host_stats event as one independent plan per host (a window ships them side by side),
+    with the hosts only explicit events name."""
+    stats = {**ev["stats"], **event_only_counters(ids, ev["stats"])}
+    ids.stats_sent = True
+    return [host_counters(ev["run"], ids, host, counters, ev["ts"]) for host, counters in stats.items()]
+
+
+def _batch(play: dict[str, Any]) -> int:
+    try:
+        return max(1, int(play.get("batch") or 1))
+    except (TypeError, ValueError):
+        return 1
 
 
 def plan(ev: dict[str, Any], ids: AraIds, hints: Hints | None = None) -> Plan:
@@ -363,7 +466,8 @@ def plan(ev: dict[str, Any], ids: AraIds, hints: Hints | None = None) -> Plan:
     elif kind == "file":
         yield from ensure_file(run_id, ids, str(ev["file"]["path"]), str(ev["file"]["content"]), ts)
     elif kind == "play_start":
-        yield from ensure_play(run_id, ids, ev["play"]["uuid"], ev["play"].get("name"), ts)
+        play = ev["play"]
+        yield from ensure_play(run_id, ids, play["uuid"], play.get("name"), ts, _batch(play))
     elif kind == "task_start":
         yield from ensure_task(run_id, ids, ev["task"], ts, hints)
     elif kind == "result":
@@ -375,13 +479,13 @@ def plan(ev: dict[str, Any], ids: AraIds, hints: Hints | None = None) -> Plan:
         task, result, play_name = explicit_result(run_id, ev)
         yield from ensure_play(run_id, ids, task["play_uuid"], play_name, ts)
         yield from post_result(run_id, ids, result, task, ts, hints)
+        count_event(ids, result)
     elif kind == "task_end":
-        # Still open until the PATCH is answered: a flusher that stops on it sends it again.
-        task_id = ids.open_tasks.get(ev["task"]["uuid"])
-        if task_id is not None:
-            yield Call("PATCH", f"{API}/tasks/{task_id}",
-                       {"status": ev["task"]["status"], "ended": ts, **task_notes(ev["task"])})
-            del ids.open_tasks[ev["task"]["uuid"]]
+        yield from end_task(ids, ev["task"], ts)
+    elif kind == "playbook_update":
+        yield from update_playbook(run_id, ids, ev["playbook"], ts)
+    elif kind == "record":
+        yield from put_record(run_id, ids, ev["record"], ts)
     elif kind == "play_end":
         play_id = ids.open_plays.get(ev["play"]["uuid"])
         if play_id is not None:
@@ -401,4 +505,8 @@ def plan(ev: dict[str, Any], ids: AraIds, hints: Hints | None = None) -> Plan:
         for play_uuid, play_id in list(ids.open_plays.items()):
             yield Call("PATCH", f"{API}/plays/{play_id}", {"status": leftover, "ended": ts})
             del ids.open_plays[play_uuid]
+        if not ids.stats_sent:  # no Ansible stats (an emit-only run): the explicit hosts' counters
+            for host, counts in event_only_counters(ids, {}).items():
+                yield from host_counters(run_id, ids, host, counts, ts)
+            ids.stats_sent = True
         yield Call("PATCH", f"{API}/playbooks/{ids.playbook}", {"status": status, "ended": ts})

@@ -294,10 +294,10 @@ class RunShipper:
                         await asyncio.wait_for(self.stop.wait(), self.poll)
                     continue
                 return
-            hints = Hints({
-                ln.event["task"]["uuid"]: ln.event
-                for ln in lines if ln.event is not None and ln.event["kind"] == "task_end"
-            })
+            hints = Hints()
+            for ln in lines:  # a task's first end: the one it is created with (later ends PATCH it)
+                if ln.event is not None and ln.event["kind"] == "task_end":
+                    hints.task_ends.setdefault(ln.event["task"]["uuid"], ln.event)
             for line in lines:
                 if self.stop.is_set():
                     await self._settle()

@@ -83,7 +83,9 @@ class Translator:
         self.ended = False
         self.play_uuid: str | None = None
         self.task_uuid: str | None = None
-        self.task_failed = False
+        self.failed_tasks: set[str] = set()  # failed on some host, in any batch (sticky, as ara_default)
+        self.task_ends: dict[str, int] = {}  # task uuid -> ends so far (once per serial batch)
+        self.play_batches: dict[str, int] = {}  # play uuid -> starts (one per serial batch)
         self.task_started: dict[str, str] = {}
         self.files: set[str] = set()
         self.notes: dict[str, parity.TaskNotes] = {}
@@ -167,7 +169,8 @@ class Translator:
         found = data.get("play_uuid") or (None if lost else data.get("uuid"))
         self.play_uuid = str(found or uuid.uuid5(uuid.NAMESPACE_URL, f"{self.info.run_id}:play"))[:36]
         name = data.get("play") if lost else data.get("name") or data.get("play")
-        self._emit("play_start", {"uuid": self.play_uuid, "name": name}, ts)
+        batch = self.play_batches[self.play_uuid] = self.play_batches.get(self.play_uuid, 0) + 1
+        self._emit("play_start", {"uuid": self.play_uuid, "name": name, "batch": batch}, ts)
 
     def _task_start(self, data: dict[str, Any], ts: str, handler: bool) -> None:
         self._end_task(ts)
@@ -177,7 +180,6 @@ class Translator:
         path = path or self.info.playbook_path
         self._file(path, ts)
         self.task_uuid = str(data.get("task_uuid") or data.get("uuid") or "")[:36]
-        self.task_failed = False
         self.task_started[self.task_uuid] = ts
         self._emit("task_start", {
             "uuid": self.task_uuid, "name": data.get("name") or data.get("task") or "",
@@ -187,8 +189,10 @@ class Translator:
 
     def _end_task(self, ts: str) -> None:
         if self.task_uuid is not None:
-            notes = self.notes.pop(self.task_uuid, None)
-            self._emit("task_end", {"uuid": self.task_uuid, "status": "failed" if self.task_failed else "completed",
+            notes = self.notes.get(self.task_uuid)
+            end = self.task_ends[self.task_uuid] = self.task_ends.get(self.task_uuid, 0) + 1
+            status = "failed" if self.task_uuid in self.failed_tasks else "completed"
+            self._emit("task_end", {"uuid": self.task_uuid, "status": status, "end": end,
                                     **(notes.fields() if notes else {})}, ts)
             self.task_started.pop(self.task_uuid, None)
             self.task_uuid = None
@@ -232,7 +236,7 @@ class Translator:
         res = data.get("res")
         ignore_errors = bool(data.get("ignore_errors"))
         if status in ("failed", "unreachable") and not ignore_errors:
-            self.task_failed = True
+            self.failed_tasks.add(task_uuid)
         action = str(data.get("task_action") or "")
         ended = _iso(data.get("end")) or ts
         started = _iso(data.get("start")) or self.task_started.get(task_uuid) or ended

@@ -13,6 +13,9 @@ Optional fields the flusher uses when present (absent in older spools, which shi
     run_start.playbook.arguments  ansible-playbook's options, censored as configured
     result.result.host_facts      true: the content's ansible_facts are the host's facts
     task_end.task.exceptions, .warnings, .deprecations   lists, Ara's task "Notes"
+    task_end.task.end             n-th end of this task (serial batches, strategy free); default 1
+    task_end.task.status_only     true: a late failure, the task's status only (not its end time)
+    play_start.play.batch         n-th start of this play uuid (serial batches); default 1
 """
 
 from __future__ import annotations
@@ -34,6 +37,10 @@ REQUIRED: dict[str, tuple[str | None, tuple[str, ...]]] = {
     "play_end": ("play", ("uuid", "status")),
     "host_stats": ("stats", ()),
     "run_end": ("end", ("status",)),
+    # A later play's ara_playbook_name / ara_playbook_labels (as ara_default re-reads them per play).
+    "playbook_update": ("playbook", ()),
+    # ara_record: a key/value record of the run's playbook (Ara's records).
+    "record": ("record", ("key", "value")),
 }
 KINDS = frozenset(REQUIRED)
 
@@ -43,6 +50,7 @@ RESULT_STATUSES = frozenset({*EVENT_STATUSES, "unknown"})
 RUN_STATUSES = frozenset({"completed", "failed", "expired", "running", "unknown"})
 TASK_STATUSES = frozenset({"completed", "failed", "expired", "running", "unknown"})
 PLAY_STATUSES = frozenset({"completed", "expired", "running", "unknown"})
+RECORD_TYPES = frozenset({"text", "url", "json", "list", "dict"})  # ara_record's
 
 
 class SchemaError(ValueError):
@@ -104,6 +112,10 @@ def validate(event: Any) -> dict[str, Any]:
         _check_status(body["status"], TASK_STATUSES, "task status")
     elif kind == "play_end":
         _check_status(body["status"], PLAY_STATUSES, "play status")
+    elif kind == "record":
+        _check_status(body.get("type", "text"), RECORD_TYPES, "record type")
+        if not isinstance(body["key"], str) or not body["key"]:
+            raise SchemaError("record key is not a non-empty string")
     elif kind == "host_stats":
         for host, counters in body.items():
             if not isinstance(counters, dict):

@@ -46,7 +46,6 @@ GAPS = {
     "playbook.labels": "`run_id:<ident>` and `source:ansible-runner` (plus ARA_DEFAULT_LABELS); no "
                        "`check:`/`tags:` argument labels",
     "tasks.tags": "not in the job events: empty",
-    "plays.serial": "a `serial` play is one play, where ara_default records one play per batch",
     "results.no_log": "ansible-runner keeps only `censored` of a no_log result: its `changed` is lost, so the "
                       "result is `ok`, not `changed`",
     "results.skipped": "a skipped result's content is empty: ansible-runner sends no result for a skip",
@@ -124,7 +123,7 @@ def apply_gaps(theirs: dict, ours: dict, ident: str) -> None:
     assert not any(t["tags"] for t in ours["tasks"]) and any(t["tags"] for t in theirs["tasks"])
     for t in theirs["tasks"]:
         t["tags"] = []  # gather_facts' implicit `always`
-    _serial_plays(theirs, ours)
+    assert [p["name"] for p in ours["plays"]].count("serial") == 3  # one play per batch, as ara_default
     _result_gaps(theirs, ours)
     for rows in (theirs["hosts"], ours["hosts"]):
         for h in rows:
@@ -160,28 +159,6 @@ def _volatile(facts: dict) -> dict:
         if key in facts:
             facts[key] = "<volatile>"
     return facts
-
-
-def _serial_plays(theirs: dict, ours: dict) -> None:
-    """ara_default's plays of one serial play's batches (same uuid) become one, as the import has it."""
-    uuids = [p["uuid"] for p in theirs["plays"]]
-    first: dict[str, int] = {}
-    for i, u in enumerate(uuids):
-        first.setdefault(u, i)
-    assert len(first) < len(uuids) == 6 and len(ours["plays"]) == len(first) == 4
-    remap = {i: list(first).index(u) for i, u in enumerate(uuids)}
-    batched = {u for u in uuids if uuids.count(u) > 1}
-    theirs["plays"] = [theirs["plays"][i] for i in first.values()]
-    for plays in (theirs["plays"], ours["plays"]):
-        for p in plays:
-            if p["uuid"] in batched:
-                p.pop("items")
-    for t in theirs["tasks"]:
-        t["play"] = remap[t["play"]]
-    for rows in theirs["results"].values():
-        for r in rows:
-            r["play"] = remap[r["play"]]
-    theirs["playbook"]["items"]["plays"] = ours["playbook"]["items"]["plays"]
 
 
 def _result_gaps(theirs: dict, ours: dict) -> None:
@@ -437,7 +414,8 @@ def test_navigator_playbook_artifact(tmp_path, ara, cli_env):
                 for p in doc["plays"] for r in p["tasks"]]
     assert sorted(_results_in_ara(ara, run_id)) == sorted(expected) and len(expected) == 33
     plays = ara.all("plays", playbook=pb["id"])
-    assert sorted(p["name"] for p in plays) == ["failure and unreachable", "free", "linear", "serial"]
+    # serial: 1 on 3 hosts: one play per batch, as ara_default
+    assert sorted(p["name"] for p in plays) == ["failure and unreachable", "free", "linear"] + ["serial"] * 3
     hosts = {h["name"]: h for h in ara.all("hosts", playbook=pb["id"])}
     assert [hosts["db1"][k] for k in ("ok", "changed", "failed", "skipped")] == [8, 3, 1, 1]
     assert hosts["gone"]["unreachable"] == 1

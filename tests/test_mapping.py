@@ -15,10 +15,10 @@ def ev(kind, body, ts="2026-01-01T10:00:00.000000+00:00", run="r1"):
     return schema.validate(e)
 
 
-def drive(event, ids, hints=None, found=None, status=None):
+def drive(event, ids, hints=None, found=None, status=None, start=100):
     """Run the plan, answering each call as Ara would (a fresh id per create); `status`: the status
     every answer carries instead (a row found already there, ended)."""
-    counter = itertools.count(100)
+    counter = itertools.count(start)
     calls: list[Call] = []
     gen = plan(event, ids, hints)
     try:
@@ -118,3 +118,95 @@ def test_run_end_closes_what_was_left_open():
     assert [(c.path, c.body["status"]) for c in calls] == [
         ("/api/v1/tasks/5", "expired"), ("/api/v1/plays/6", "expired"), ("/api/v1/playbooks/1", "expired")]
     assert not ids.open_tasks and not ids.open_plays
+
+
+def _started(ids, n_tasks=1):
+    drive(ev("run_start", {"path": "/p.yml", "ansible_version": "2.19"}), ids)
+    drive(ev("play_start", {"uuid": "p1", "name": "rolling", "batch": 1}), ids)
+    for i in range(n_tasks):
+        drive(ev("task_start", {"uuid": f"t{i}", "name": f"t{i}", "action": "debug", "play_uuid": "p1"}), ids)
+
+
+def test_a_serial_play_is_one_ara_play_per_batch_and_a_task_stays_in_the_play_it_started_in():
+    ids = AraIds()
+    _started(ids)
+    first = ids.plays["p1"]
+    [create] = drive(ev("play_start", {"uuid": "p1", "name": "rolling", "batch": 2}), ids, start=500)
+    # batch 2 is a new row; found again after a crash above batch 1's row, never batch 1's
+    assert create.method == "POST" and create.lookup.min_id == first and ids.plays["p1"] != first
+    assert drive(ev("play_start", {"uuid": "p1", "name": "rolling", "batch": 2}), ids) == []  # replayed
+    result = {"task_uuid": "t0", "play_uuid": "p1", "host": "n3", "status": "ok",
+              "started": "2026-01-01T10:00:01+00:00", "ended": "2026-01-01T10:00:02+00:00"}
+    posted = [c for c in drive(ev("result", result), ids) if c.path == "/api/v1/results"]
+    assert posted[0].body["play"] == first  # as ara_default: a result is in its task's play
+    drive(ev("task_start", {"uuid": "t9", "name": "new", "action": "debug", "play_uuid": "p1"}), ids, start=600)
+    assert ids.task_plays["t9"] == ids.plays["p1"] != first  # first seen in batch 2
+
+
+def test_a_task_that_ends_again_keeps_its_worst_status_and_its_last_end():
+    ids = AraIds()
+    _started(ids)
+    [patch] = drive(ev("task_end", {"uuid": "t0", "status": "completed", "end": 1}, ts="2026-01-01T10:00:01+00:00"),
+                    ids)
+    assert patch.body["status"] == "completed"
+    [patch] = drive(ev("task_end", {"uuid": "t0", "status": "failed", "end": 2}, ts="2026-01-01T10:00:09+00:00"), ids)
+    assert patch.body == {"status": "failed", "ended": "2026-01-01T10:00:09+00:00"}
+    [patch] = drive(ev("task_end", {"uuid": "t0", "status": "completed", "end": 3}, ts="2026-01-01T10:00:20+00:00"),
+                    ids)
+    assert patch.body == {"status": "failed", "ended": "2026-01-01T10:00:20+00:00"}  # failed sticks
+    assert drive(ev("task_end", {"uuid": "t0", "status": "completed", "end": 3}), ids) == []  # a replay
+    # A late failure (strategy free) turns it failed without moving its end; here it is already.
+    late = {"uuid": "t0", "status": "failed", "end": 4, "status_only": True, "exceptions": ["boom"]}
+    [patch] = drive(ev("task_end", late), ids)
+    assert patch.body == {"status": "failed", "exceptions": ["boom"]}
+
+
+def test_a_task_created_ended_from_its_first_end_is_patched_by_its_later_ends():
+    ids = AraIds()
+    drive(ev("run_start", {"path": "/p.yml", "ansible_version": "2.19"}), ids)
+    drive(ev("play_start", {"uuid": "p1", "batch": 1}), ids)
+    end1 = ev("task_end", {"uuid": "t0", "status": "completed", "end": 1}, ts="2026-01-01T10:00:01+00:00")
+    calls = drive(ev("task_start", {"uuid": "t0", "name": "t0", "action": "debug", "play_uuid": "p1"}), ids,
+                  Hints({"t0": end1}))
+    assert calls[-1].body["status"] == "completed" and drive(end1, ids) == []
+    [patch] = drive(ev("task_end", {"uuid": "t0", "status": "failed", "end": 2}, ts="2026-01-01T10:00:05+00:00"), ids)
+    assert patch.body["status"] == "failed" and patch.body["ended"] == "2026-01-01T10:00:05+00:00"
+
+
+def test_a_later_play_renames_the_playbook_and_replaces_its_labels():
+    ids = AraIds()
+    _started(ids, 0)
+    [patch] = drive(ev("playbook_update", {"name": "renamed", "labels": ["a", "b"], "metadata": {"team": "x"}}), ids)
+    assert patch.method == "PATCH" and patch.path == f"/api/v1/playbooks/{ids.playbook}"
+    assert patch.body == {"name": "renamed", "labels": ["run_id:r1", "a", "b", "team:x"]}
+
+
+def test_a_record_is_created_or_updated_by_its_key():
+    ids = AraIds()
+    _started(ids, 0)
+    record = ev("record", {"key": "release", "value": {"v": 1}, "type": "dict"})
+    calls = drive(record, ids)  # the GET finds none: created
+    assert [c.method for c in calls] == ["GET", "POST"]
+    assert calls[1].body == {"playbook": ids.playbook, "key": "release", "value": {"v": 1}, "type": "dict"}
+    gen = plan(record, ids)
+    get = next(gen)
+    assert "key=release" in get.path
+    patch = gen.send({"count": 1, "results": [{"id": 7, "key": "release"}]})
+    assert patch.method == "PATCH" and patch.path == "/api/v1/records/7"
+
+
+def test_hosts_only_explicit_events_name_get_counters():
+    ids = AraIds()
+    _started(ids, 0)
+    for status, changed in (("ok", True), ("ok", False), ("failed", False)):
+        drive(ev("event", {"task": "deploy", "status": status, "host": "github.com", "changed": changed}), ids)
+    calls = drive(ev("run_end", {"status": "completed"}), ids)  # no Ansible stats: an emit-only run
+    counters = [c for c in calls if c.path == f"/api/v1/hosts/{ids.hosts['github.com']}"]
+    assert counters[0].body == {"ok": 2, "changed": 1, "failed": 1, "skipped": 0, "unreachable": 0}
+    ids2 = AraIds()
+    _started(ids2, 0)
+    drive(ev("event", {"task": "deploy", "status": "ok", "host": "github.com"}), ids2)
+    calls = drive(ev("host_stats", {"n1": {"ok": 1}}), ids2)
+    assert {c.path for c in calls if c.method == "PATCH"} == {f"/api/v1/hosts/{ids2.hosts[h]}"
+                                                              for h in ("n1", "github.com")}
+    assert not [c for c in drive(ev("run_end", {"status": "completed"}), ids2) if "/hosts/" in c.path]

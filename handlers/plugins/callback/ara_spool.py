@@ -181,7 +181,10 @@ class CallbackModule(CallbackBase):
         self.playbook_path: str | None = None
         self.play_uuid: str | None = None
         self.task_uuid: str | None = None
-        self.task_failed = False
+        self.play_batches: dict[str, int] = {}  # play uuid -> its starts (serial: one per batch)
+        self.task_ends: dict[str, int] = {}  # task uuid -> its ends so far (per batch, per host under free)
+        self.failed_tasks: set[str] = set()  # tasks with a failure not ignored, on any host
+        self.playbook_fields: dict = {}  # the name and labels the playbook has now (a later play may change them)
         self.task_started: dict[str, str] = {}
         self.result_started: dict[tuple[str, str], str] = {}
         self.item_delegates: dict[tuple[str, str], list[str]] = {}  # (host, task uuid) -> loop items' hosts
@@ -263,6 +266,8 @@ class CallbackModule(CallbackBase):
                                             self.get_option("localhost_as_hostname_format") or "fqdn")
         if self.get_option("localhost_as_hostname"):
             self.localhost_name = controller
+        self.playbook_fields = {"name": var("ara_playbook_name"), "labels": labels, "metadata": metadata,
+                                "base_labels": labels[:len(labels) - len(play_labels)]}
         self._append("run_start", {
             "path": self.playbook_path or "unknown", "name": var("ara_playbook_name"),
             "ansible_version": ANSIBLE_VERSION, "labels": labels, "arguments": arguments,
@@ -350,6 +355,7 @@ class CallbackModule(CallbackBase):
 
     # -- plays and tasks ----------------------------------------------------------------------
     def v2_playbook_on_play_start(self, play) -> None:
+        first = self.run_id is None
         if self.run_id is None and not self.broken:
             variables = self._play_vars(play)
             if not (runtime.as_bool(self._template(play, variables, variables.get("ara_enabled", False)))
@@ -360,10 +366,36 @@ class CallbackModule(CallbackBase):
             return
         self._end_task()
         self._end_play()
+        if not first:
+            self._update_playbook(play)
         self.play_uuid = str(play._uuid)[:36]
-        self._append("play_start", {"uuid": self.play_uuid, "name": play.get_name()})
+        # Ansible starts a serial play once per batch, with the same uuid: Ara gets a play per batch.
+        batch = self.play_batches[self.play_uuid] = self.play_batches.get(self.play_uuid, 0) + 1
+        self._append("play_start", {"uuid": self.play_uuid, "name": play.get_name(), "batch": batch})
         # Unlike ara_default, not every file Ansible loaded (vars files, `-e @file` extra vars, role
         # defaults may hold secrets in clear): only the playbook and the files tasks come from.
+
+    def _update_playbook(self, play) -> None:
+        """As ara_default: a later play's ara_playbook_name renames the playbook, its
+        ara_playbook_labels replace the play labels (a play without them keeps the current ones)."""
+        try:
+            variables = play.get_variable_manager().get_vars(play=play)
+            name = self._template(play, variables, variables.get("ara_playbook_name"))
+            labels = self._template(play, variables, variables.get("ara_playbook_labels"))
+        except Exception:  # noqa: BLE001 - an odd variable must not break recording
+            return
+        update: dict = {}
+        if name and str(name) != self.playbook_fields.get("name"):
+            update["name"] = self.playbook_fields["name"] = str(name)
+        if isinstance(labels, str):
+            labels = [x for x in labels.split(",") if x]
+        if isinstance(labels, list):
+            labels = [*self.playbook_fields.get("base_labels", []), *(str(x) for x in labels)]
+            if sorted(labels) != sorted(self.playbook_fields.get("labels", [])):
+                update["labels"] = self.playbook_fields["labels"] = labels
+                update["metadata"] = self.playbook_fields.get("metadata") or {}
+        if update:
+            self._append("playbook_update", update)
 
     def v2_playbook_on_task_start(self, task, is_conditional, handler: bool = False) -> None:
         if self.run_id is None:
@@ -374,7 +406,6 @@ class CallbackModule(CallbackBase):
         if path:
             self._record_file(path)
         self.task_uuid = str(task._uuid)[:36]
-        self.task_failed = False
         self.task_started[self.task_uuid] = _now()
         self._append("task_start", {
             "uuid": self.task_uuid, "name": task.get_name(), "action": task.action, "path": path,
@@ -385,9 +416,13 @@ class CallbackModule(CallbackBase):
         self.v2_playbook_on_task_start(task, False, handler=True)
 
     def _end_task(self) -> None:
+        """The current task's n-th end (a task ends once per serial batch, and under strategy free
+        each time a host moves on): failed when any host failed it, in any batch."""
         if self.task_uuid is not None:
-            notes = self.notes.pop(self.task_uuid, None)
-            self._append("task_end", {"uuid": self.task_uuid, "status": "failed" if self.task_failed else "completed",
+            notes = self.notes.get(self.task_uuid)
+            end = self.task_ends[self.task_uuid] = self.task_ends.get(self.task_uuid, 0) + 1
+            status = "failed" if self.task_uuid in self.failed_tasks else "completed"
+            self._append("task_end", {"uuid": self.task_uuid, "status": status, "end": end,
                                       **(notes.fields() if notes else {})})
             self.task_started.pop(self.task_uuid, None)
             self.task_uuid = None
@@ -457,8 +492,11 @@ class CallbackModule(CallbackBase):
         ended = _now()
         started = self.result_started.pop((host, task_uuid), None) or self.task_started.get(task_uuid) or ended
         ignore_errors = bool(ignore_errors)
-        if status in ("failed", "unreachable") and not ignore_errors:
-            self.task_failed = True
+        late_failure = False
+        if status in ("failed", "unreachable") and not ignore_errors and task_uuid not in self.failed_tasks:
+            # Charged to the result's own task: under strategy free another task may be current.
+            self.failed_tasks.add(task_uuid)
+            late_failure = task_uuid != self.task_uuid and task_uuid in self.task_ends
         action = str(task.action or "")
         payload = None
         facts = result._result.get("ansible_facts") if isinstance(result._result, dict) else None
@@ -483,6 +521,10 @@ class CallbackModule(CallbackBase):
         if parity.host_facts(action, content) is not None:
             body["host_facts"] = True  # the flusher records content's ansible_facts on the host
         self._append("result", body, ts=ended)
+        if late_failure:  # its task has ended already (strategy free): as ara_default, it turns failed
+            end = self.task_ends[task_uuid] = self.task_ends[task_uuid] + 1
+            self._append("task_end", {"uuid": task_uuid, "status": "failed", "end": end, "status_only": True,
+                                      **self.notes[task_uuid].fields()})
         if payload is not None:
             self._spool_payload(payload, task, host, started, ended)
 
@@ -542,7 +584,7 @@ class CallbackModule(CallbackBase):
             # was recorded expired while it completed: Python drops an exception a handler raises
             # while the main thread runs an at-fork hook ("Exception ignored in _releaseLock").
             return self._chain(sig, frame)
-        self._end_task()
+        # The interrupted task is not ended: the run's end expires it with its play.
         self._finish("expired")
         return self._chain(sig, frame)
 
@@ -560,5 +602,4 @@ class CallbackModule(CallbackBase):
 
     def _at_exit(self) -> None:
         if os.getpid() == self.main_pid and not self.ended:
-            self._end_task()
-            self._finish("expired")
+            self._finish("expired")  # the interrupted task and its play end expired with the run
