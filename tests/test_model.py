@@ -2,7 +2,8 @@
 
 Random interleavings of: appends from several writers to two runs, torn writes (a writer killed
 mid-line), bad lines, flushes through a fault proxy (lost responses, 5xx, dropped requests, slow
-responses, late commits, empty 2xx bodies), and flusher crashes (the flush task cancelled at a
+responses, late commits, empty 2xx bodies), Ara losing a run (its playbook deleted, as a database
+reset does), and flusher crashes (the flush task cancelled at a
 random await point with its final checkpoint suppressed, as after a SIGKILL). The model is what
 Ara must hold: per run, the good events in spool order. The flusher ships with a window (8
 requests in flight, 10 hosts): after every step Ara holds, for each host, a prefix of that host's
@@ -17,6 +18,7 @@ import json
 import shutil
 import tempfile
 import threading
+import urllib.request
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,7 +32,7 @@ from ara_spool.spool import schema, writer
 from ara_spool.spool import state as state_mod
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 
 from tests.ara import AraAPI, free_port
 from tests.faultproxy import FaultProxy, Rule
@@ -39,7 +41,7 @@ from tests.runs import ara_per_host, per_host
 # Set by the test from the session's fixtures: hypothesis builds machines without fixtures.
 ENV: dict[str, Any] = {}
 FIGURES = {"examples": 0, "steps": 0, "appends": 0, "torn": 0, "bad": 0, "flushes": 0, "crashes": 0,
-           "faults": {}, "duplicate_quarantine_records": 0}
+           "faults": {}, "duplicate_quarantine_records": 0, "resets": 0}
 
 FAULTS = {
     "none": lambda: [],
@@ -99,6 +101,7 @@ class SpoolModel(RuleBasedStateMachine):
         self.proxied = Config(server=ENV["proxy"].url, spool_dir=self.spool_dir, timeout=1, max_backoff=0.2,
                               checkpoint_every=3, window=8)
         self.api = AraAPI(ENV["ara"])
+        self.flushed = False  # a flush or crash ran: Ara may hold something to lose
 
     def _size(self, run: str) -> int:
         p = self.spool_dir / f"{run}.jsonl"
@@ -155,6 +158,7 @@ class SpoolModel(RuleBasedStateMachine):
         ENV["proxy"].fp.rules = FAULTS[fault]()
         FIGURES["faults"][fault] = FIGURES["faults"].get(fault, 0) + 1
         FIGURES["flushes"] += 1
+        self.flushed = True
         outcomes = asyncio.run(oneshot.flush(self.proxied, self._existing(), timeout=6))
         allowed = ("done", "unreachable", "server") if fault == "empty-body" else ("done", "unreachable")
         assert all(o.status in allowed for o in outcomes), outcomes
@@ -165,6 +169,7 @@ class SpoolModel(RuleBasedStateMachine):
         """Cancel a flush at a random await point, without its final checkpoint (like SIGKILL)."""
         ENV["proxy"].fp.rules = FAULTS[fault]()
         FIGURES["crashes"] += 1
+        self.flushed = True
 
         async def go() -> None:
             task = asyncio.create_task(oneshot.flush(self.proxied, self._existing(), timeout=6))
@@ -179,6 +184,17 @@ class SpoolModel(RuleBasedStateMachine):
 
         asyncio.run(go())
         ENV["proxy"].fp.rules = []
+
+    @precondition(lambda self: self.flushed)
+    @rule(run=st.integers(0, 1))
+    def reset(self, run: int) -> None:
+        """Ara loses the run between flushes, as a database reset loses it: its playbook (and, by
+        Ara's cascade, every play, task, host and result of it) is deleted. The ids the checkpoint
+        holds now name nothing: the next flush must find that out and ship the run again, once."""
+        for pb in self.api.playbooks_for(self.runs[run]):
+            req = urllib.request.Request(f"{ENV['ara']}/api/v1/playbooks/{pb['id']}", method="DELETE")
+            urllib.request.urlopen(req, timeout=30).close()
+            FIGURES["resets"] += 1
 
     def _existing(self) -> list[str]:
         return [r for r in self.runs if (self.spool_dir / f"{r}.jsonl").exists()]
@@ -244,4 +260,4 @@ def test_delivery_model(model_env):
         max_examples=25, stateful_step_count=14, deadline=None, database=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]))
     print(f"model figures: {FIGURES}")
-    assert FIGURES["crashes"] > 0 and FIGURES["flushes"] > 0 and FIGURES["torn"] > 0
+    assert FIGURES["crashes"] > 0 and FIGURES["flushes"] > 0 and FIGURES["torn"] > 0 and FIGURES["resets"] > 0
