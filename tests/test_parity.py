@@ -16,6 +16,7 @@ A secret in the controller's environment (MY_APP_PASSWORD, ARA_API_TOKEN) is in 
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import re
 import signal
@@ -427,10 +428,14 @@ def test_shapes_are_recorded_as_ara_default_records_them(shapes):
     # free.exceptions: each task has its own results' exceptions (the unreachable host's is on "first").
     assert {t["name"]: sorted(t["exceptions"]) for t in shapes["ara-spool"]["tasks"]} == own_exceptions(
         shapes["ara-spool"])
-    assert {t["name"]: t["exceptions"] for t in shapes["ara-spool"]["tasks"]}["first"]
+    # ansible-core 2.19 puts the unreachable host's error in its result's `exception` (older ones
+    # only in `msg`): there it must be on "first", the task that host failed in.
+    if tuple(int(x) for x in importlib.metadata.version("ansible-core").split(".")[:2]) >= (2, 19):
+        assert {t["name"]: t["exceptions"] for t in shapes["ara-spool"]["tasks"]}["first"]
 
 
-@pytest.mark.ansible_matrix  # the strategies and signals differ across ansible-core
+# Not in the matrix: it runs beside other venvs' tests there, and wall-clock durations of two runs
+# side by side drift past the tolerance on a loaded machine (an async task: 5.3 s vs 3.9 s once).
 def test_shapes_task_durations_match(shapes):
     def durations(data: dict[str, Any]) -> dict[str, float]:
         plays = {p["id"]: i for i, p in enumerate(data["plays"])}
