@@ -34,6 +34,13 @@ def new_run_id() -> str:
     return str(uuid.uuid4())
 
 
+def task_run_id(templar: Any, task_vars: dict[str, Any]) -> str | None:
+    """The run an action plugin's event belongs to: the play's `ara_run_id` (templated: task vars
+    arrive raw), else the callback's active run, else ARA_RUN_ID; None when there is none."""
+    return templar.template(task_vars.get("ara_run_id") or "") or os.environ.get(ACTIVE_ENV) \
+        or os.environ.get("ARA_RUN_ID") or None
+
+
 def spool_dir(option: str | None = None) -> Path:
     return Path(option) if option else default_spool_dir()
 

@@ -6,6 +6,7 @@ import errno
 import os
 import re
 import stat
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -288,6 +289,30 @@ def replace_in_dir(src: Path | str, dst: Path | str) -> None:
     src, dst = Path(src), Path(dst)
     dfd = dir_fd(dst.parent)
     os.replace(src.name, dst.name, src_dir_fd=dfd, dst_dir_fd=dfd)
+
+
+def replace_file(path: Path, chunks: Iterable[bytes], *, durable: bool = True) -> None:
+    """Replace a file of the spool dir, all or nothing: the chunks go whole (a short write is
+    continued) into a temp file made by us (O_EXCL, a name planted there removed first), fsynced
+    when durable, renamed over `path`. On any failure (a full disk) the temp file is removed, the
+    old file stays, and the error is raised."""
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    unlink_in_dir(tmp)
+    fd = open_nofollow(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        try:
+            for chunk in chunks:
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view):]
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        replace_in_dir(tmp, path)
+    except BaseException:
+        unlink_in_dir(tmp)
+        raise
 
 
 def unlink_in_dir(path: Path | str) -> None:

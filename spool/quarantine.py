@@ -13,7 +13,7 @@ from typing import Any
 
 from ara_spool.spool import schema, writer
 from ara_spool.spool.lock import try_lock
-from ara_spool.spool.paths import RunPaths, ensure_spool_dir, open_nofollow, replace_in_dir, unlink_in_dir
+from ara_spool.spool.paths import RunPaths, ensure_spool_dir, open_nofollow, replace_file, unlink_in_dir
 from ara_spool.spool.reader import read_lines
 from ara_spool.spool.schema import now_iso
 
@@ -185,18 +185,6 @@ def _rewrite(paths: RunPaths, recs: list[dict[str, Any]]) -> None:
     if not recs:
         unlink_in_dir(paths.rejected)
         return
-    tmp = paths.rejected.with_name(paths.rejected.name + f".tmp{os.getpid()}")
-    unlink_in_dir(tmp)
-    fd = open_nofollow(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        try:
-            for rec in recs:
-                writer.write_all(fd, rec["unreadable"].encode() if "unreadable" in rec else
-                                 json.dumps(rec, separators=(",", ":"), ensure_ascii=True).encode() + b"\n")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        replace_in_dir(tmp, paths.rejected)
-    except BaseException:
-        unlink_in_dir(tmp)
-        raise
+    replace_file(paths.rejected, (rec["unreadable"].encode() if "unreadable" in rec else
+                                  json.dumps(rec, separators=(",", ":"), ensure_ascii=True).encode() + b"\n"
+                                  for rec in recs))

@@ -21,9 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ara_spool.spool.paths import RunPaths, exists_in_dir, fsync_dir, open_nofollow, replace_in_dir, unlink_in_dir
+from ara_spool.spool.paths import RunPaths, exists_in_dir, fsync_dir, open_nofollow, replace_file, replace_in_dir
 from ara_spool.spool.schema import parse_time
-from ara_spool.spool.writer import write_all
 
 STATE_VERSION = 2
 UNKNOWN_DEST = ""  # a version 1 checkpoint: shipped somewhere, not recorded where
@@ -130,22 +129,8 @@ def save(paths: RunPaths, state: RunState, *, durable: bool = True) -> None:
     write is continued), fsynced when durable, then renamed over the old one (and the dir
     fsynced). On any failure (a full disk: ENOSPC) the temp file is removed, the old checkpoint
     stays, and the OSError is raised."""
-    tmp = paths.state.with_name(paths.state.name + f".tmp{os.getpid()}")
     data = json.dumps(state.to_json(), separators=(",", ":")).encode()
-    # A name planted where our temp file goes is removed first: O_EXCL then makes the file ours.
-    unlink_in_dir(tmp)
-    fd = open_nofollow(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        try:
-            write_all(fd, data)
-            if durable:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        replace_in_dir(tmp, paths.state)
-    except BaseException:
-        unlink_in_dir(tmp)
-        raise
+    replace_file(paths.state, [data], durable=durable)
     if durable:
         fsync_dir(paths.spool_dir)
 

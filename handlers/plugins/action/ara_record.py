@@ -16,7 +16,6 @@ options:
   playbook_id: {description: An Ara playbook id to record on instead of the run's, type: int}
 """
 
-import os  # noqa: E402
 import sys  # noqa: E402
 
 from ansible.plugins.action import ActionBase  # noqa: E402
@@ -56,8 +55,7 @@ class ActionModule(ActionBase):
             result.update(failed=True, msg="Type '{}' is not supported, choose one of: {}".format(
                 kind, ", ".join(VALID_TYPES)))
             return result
-        run_id = self._templar.template(task_vars.get("ara_run_id") or "") or os.environ.get(runtime.ACTIVE_ENV) \
-            or os.environ.get("ARA_RUN_ID")
+        run_id = runtime.task_run_id(self._templar, task_vars)
         if not run_id:
             result.update(failed=True, msg="no run id: enable the ara_spool callback or set ara_run_id")
             return result

@@ -65,8 +65,7 @@ class ActionModule(ActionBase):
         except ValueError as exc:
             result.update(failed=True, msg=str(exc))
             return result
-        run_id = self._templar.template(task_vars.get("ara_run_id") or "") or os.environ.get(runtime.ACTIVE_ENV) \
-            or os.environ.get("ARA_RUN_ID")
+        run_id = runtime.task_run_id(self._templar, task_vars)
         if not run_id:
             result.update(failed=True, msg="no run id: enable the ara_spool callback or set ara_run_id")
             return result
