@@ -323,9 +323,10 @@ def test_switches_come_from_ara_section_and_env_and_event_task_has_its_result(tm
 
 # -- the shapes production runs take --------------------------------------------------------
 SHAPES = PLAYBOOKS / "parity_shapes"
-# Task durations: within 10 %, or 0.75 s for short tasks (two playbooks run side by side on a
-# shared 2-core machine: a fork's start-up alone varies by tenths of a second).
-DURATION_SHARE, DURATION_FLOOR = 0.10, 0.75
+# Task durations against ara_default's: within 35 %, or 0.75 s for short tasks (two playbooks run
+# side by side on a shared 2-core machine: an async task was 5.3 s against 3.9 s once under load;
+# before the fix, batch 2's and async ends were dropped: 0.03 s against 1.75 s).
+DURATION_SHARE, DURATION_FLOOR = 0.35, 0.75
 # Intended differences of this playbook: (field, what ara-spool does); README rows of the same names.
 INTENDED_SHAPES = {
     "ara_record.result": "ara_record's result: no `playbook_id`, `created`, `updated` (the flusher "
@@ -437,11 +438,24 @@ def test_shapes_are_recorded_as_ara_default_records_them(shapes):
 # Not in the matrix: it runs beside other venvs' tests there, and wall-clock durations of two runs
 # side by side drift past the tolerance on a loaded machine (an async task: 5.3 s vs 3.9 s once).
 def test_shapes_task_durations_match(shapes):
+    """A task's `ended` is its last end (per batch), so its duration spans its results: checked
+    exactly within ara-spool's record, and against ara_default's within a tolerance (the two
+    runs share 2 cores; before, batch 2 and async ends were dropped: 0.03 s against 1.75 s)."""
     def durations(data: dict[str, Any]) -> dict[str, float]:
         plays = {p["id"]: i for i, p in enumerate(data["plays"])}
         return {f"{plays[_id(t['play'])]}:{t['name']}": _seconds(t["duration"]) for t in data["tasks"]}
 
-    theirs, ours = durations(shapes["ara_default"]), durations(shapes["ara-spool"])
+    ours_data = shapes["ara-spool"]
+    # Under strategy free a late failure turns its ended task failed and keeps its `ended`, as
+    # ara_default does: the exact check is for the other plays (serial batches, async).
+    free = {p["id"] for p in ours_data["plays"] if p["name"] == "free"}
+    for t in ours_data["tasks"]:
+        if _id(t["play"]) in free:
+            continue
+        ends = [r["ended"] for r in ours_data["results"] if _id(r["task"]) == t["id"] and r["ended"]]
+        if ends:  # ISO times of one timezone: text order is time order
+            assert t["ended"] >= max(ends), f"task {t['name']!r} ended {t['ended']} before its result {max(ends)}"
+    theirs, ours = durations(shapes["ara_default"]), durations(ours_data)
     assert set(theirs) == set(ours)
     print(f"\ntask durations (s), ara_default | ara-spool: { {k: (theirs[k], ours[k]) for k in theirs} }")
     # The shapes that mattered: a task's end in batch 2 (two 0.6 s sleeps), an async task.
