@@ -208,7 +208,7 @@ class SpoolAppender:
     written: int = 0
 
     def __enter__(self) -> SpoolAppender:
-        self.fd = writer._open_locked(self.path)  # the writer's lock: one writer at a time
+        self.fd = writer.open_locked(self.path)  # the writer's lock: one writer at a time
         try:
             self.offset, self.cursor = _cursor(self.fd, self.path)
         except BaseException:

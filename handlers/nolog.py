@@ -1,8 +1,7 @@
 """A no_log result as Ansible censors it, for writers that may get one uncensored.
 
-Shared by the ansible-runner import (handlers/runner_events.py); the callback keeps its own
-constants today (handlers/plugins/callback/ara_spool.py, CENSORED and NO_LOG_KEPT: the same text and
-keys) and can import these instead. No Ansible import: the importer runs where Ansible may not be.
+Shared by the callback (handlers/plugins/callback/ara_spool.py) and the ansible-runner import
+(handlers/runner_events.py). No Ansible import: the importer runs where Ansible may not be.
 """
 
 from __future__ import annotations

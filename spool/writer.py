@@ -65,7 +65,7 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def _open_locked(path: Path) -> int:
+def open_locked(path: Path) -> int:
     """Open the spool for append and take its lock, making sure the file locked is still the one
     at `path`: retention may have moved it away between our open and our flock."""
     while True:
@@ -114,7 +114,7 @@ def append(
         check_cap(paths.spool_dir, len(encode(event)) + 64)
     if fsync is None:
         fsync = settings.env_bool("ARA_SPOOL_FSYNC")
-    fd = _open_locked(paths.spool)
+    fd = open_locked(paths.spool)
     try:
         size = os.fstat(fd).st_size
         prefix = b""

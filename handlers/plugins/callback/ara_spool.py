@@ -143,16 +143,13 @@ try:
 except ImportError as exc:  # the plugins are thin: the package must be in Ansible's own Python
     raise ImportError(f"ara-spool is not installed in the Python that runs Ansible ({sys.executable}): "
                       f"pip install it there ({exc})") from exc
-from ara_spool.handlers import parity  # noqa: E402
+from ara_spool.handlers import nolog, parity  # noqa: E402
 from ara_spool.spool import events, writer  # noqa: E402
 from ara_spool.spool.paths import UnsafeRunId, check_run_id  # noqa: E402
 from ara_spool.spool.process import process_identity  # noqa: E402
 
 display = Display()
 MAX_FILE_BYTES = 1024 * 1024  # larger source files are recorded as a note, not their content
-CENSORED = "the output has been hidden due to the fact that 'no_log: true' was specified for this result"
-# What Ansible keeps of a no_log result (ansible.executor.task_result): the rest is censored.
-NO_LOG_KEPT = ("attempts", "changed", "retries", "exception", "warnings", "deprecations")
 
 
 def client_version() -> str:
@@ -475,8 +472,8 @@ class CallbackModule(CallbackBase):
         if not self.get_option("record_content"):
             return {}
         data = result._result if isinstance(result._result, dict) else {"result": result._result}
-        if (result._task.no_log or data.get("_ansible_no_log")) and "censored" not in data:
-            data = {**{k: data[k] for k in NO_LOG_KEPT if k in data}, "censored": CENSORED}
+        if result._task.no_log or data.get("_ansible_no_log"):
+            data = nolog.censor(data)
         data = parity.mask_facts(strip_internal_keys(module_response_deepcopy(data)), self.ignored_facts)
         try:
             return parity.sorted_json(data, AnsibleJSONEncoder)
