@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -13,6 +15,23 @@ from ara_spool.spool.reader import read_lines
 
 PLAYBOOKS = Path(__file__).resolve().parent / "playbooks"
 BIN = Path(sys.executable).parent
+
+
+def interpreter() -> str:
+    """The Python Ansible runs modules with. Ansible writes it unquoted into each module's shebang,
+    so a checkout path with a space breaks every module ("/bin/sh: /tmp/ci: not found"); there a
+    space-free link to this venv stands in for it (the venv is still found through the link)."""
+    exe = Path(sys.executable)
+    if " " not in str(exe):
+        return str(exe)
+    venv = exe.parent.parent
+    link = Path(tempfile.gettempdir()) / f"ara-spool-venv-{hashlib.sha1(str(venv).encode()).hexdigest()[:12]}"
+    if not (link.is_symlink() and os.readlink(link) == str(venv)):
+        tmp = link.with_name(f"{link.name}.{os.getpid()}")
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(venv)
+        os.replace(tmp, link)
+    return str(link / "bin" / exe.name)
 
 
 def ansible_env(tmp: Path, spool_dir: Path, server: str, **extra: str) -> dict[str, str]:
@@ -31,7 +50,7 @@ def ansible_env(tmp: Path, spool_dir: Path, server: str, **extra: str) -> dict[s
         "ANSIBLE_HOME": str(tmp / "ansible-home"),
         "ANSIBLE_LOCAL_TEMP": str(tmp / "ansible-tmp"),
         "ANSIBLE_REMOTE_TMP": str(tmp / "ansible-remote"),
-        "ANSIBLE_PYTHON_INTERPRETER": sys.executable,
+        "ANSIBLE_PYTHON_INTERPRETER": interpreter(),
         "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_FORKS": "5",
         "ANSIBLE_HOST_KEY_CHECKING": "0",

@@ -41,7 +41,9 @@ def units(tmp_path: Path) -> Path:
     assert exe.exists(), exe
     for name in UNITS:
         text = (UNITS_DIR / name).read_text()
-        (tmp_path / name).write_text(text.replace(INSTALLED_EXEC, str(exe)))
+        # systemd splits ExecStart on spaces: a path with one (a checkout in "my dir") is quoted.
+        shown = f'"{exe}"' if " " in str(exe) else str(exe)
+        (tmp_path / name).write_text(text.replace(INSTALLED_EXEC, shown))
     return tmp_path
 
 
