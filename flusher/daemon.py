@@ -9,8 +9,8 @@
   cfg.max_backoff), holding its place in the spool; nothing is skipped.
 - Clean stop on SIGTERM/SIGINT: shippers stop at the next event boundary, so the request in
   flight finishes and the checkpoint is written; a shipper asleep in backoff (no request in
-  flight) is cancelled at once, one stuck in a request 0.5 s after the stop (the shipper's
-  STOP_GRACE_SECONDS: its state then says "not clean" and the next start reconciles against Ara);
+  flight) is cancelled at once, one stuck in a request 0.5 s after the stop (STOP_GRACE_SECONDS in
+  flusher/retry.py: its state then says "not clean" and the next start reconciles against Ara);
   the daemon waits at most `stop_grace` seconds for them all. Exit status 0.
 - systemd (Type=notify): READY=1 once running, STATUS= with the backlog (events not in Ara) and,
   during an outage, "Ara unreachable since T: <last error>"; WATCHDOG=1 at half of WatchdogSec,
@@ -55,7 +55,7 @@ from ara_spool.spool.paths import (
 log = logging.getLogger("ara_spool.daemon")
 
 # Seconds the daemon waits for its shippers to save their checkpoints after SIGTERM; each cancels
-# its own request in flight after shipper.STOP_GRACE_SECONDS (0.5 s).
+# its own request in flight after retry.STOP_GRACE_SECONDS (0.5 s).
 STOP_GRACE = 5.0
 PAUSE_AFTER_ERROR = 60.0  # seconds before a run refused by Ara (auth) or broken (state) is retried
 STATUS_EVERY = 10.0  # seconds between STATUS= updates (and over-cap checks)

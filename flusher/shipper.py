@@ -25,20 +25,11 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
-import backoff
-from ara_spool.flusher.client import (
-    AraClient,
-    AraError,
-    AuthError,
-    PermanentError,
-    ServerError,
-    StaleIdError,
-    TransientError,
-)
+from ara_spool.flusher.client import AraClient, AraError, PermanentError, ServerError, TransientError
 from ara_spool.flusher.config import Config
 from ara_spool.flusher.diskpause import DiskPause, disk_full
 from ara_spool.flusher.ids import AraIds
@@ -47,6 +38,7 @@ from ara_spool.flusher.mapping import Call, Hints, host_stats_plans, plan
 from ara_spool.flusher.reconcile import Reconciler, find
 from ara_spool.flusher.recovery import Recovery
 from ara_spool.flusher.recovery import Stop as _Stop
+from ara_spool.flusher.retry import Retrier
 from ara_spool.flusher.taskhold import hold_point
 from ara_spool.spool import quarantine, writer
 from ara_spool.spool import state as state_mod
@@ -58,12 +50,8 @@ from ara_spool.spool.schema import now_iso
 log = logging.getLogger("ara_spool.shipper")
 
 BATCH_LINES = 500
-T = TypeVar("T")
 # While a checkpoint waits on this run (it touches the lock file), progress is saved this often.
 WATCHED_SAVE_SECONDS = 0.2
-# A stop lets the request in flight finish for this long (a working Ara answers in milliseconds:
-# the checkpoint then stays clean); a request still hanging after it is cancelled.
-STOP_GRACE_SECONDS = 0.5
 # Lines a window may read ahead of the oldest unanswered one, per request it may have in flight: the
 # dispatcher creates the next tasks' rows while the lanes still ship the last ones' results.
 READ_AHEAD = 4
@@ -119,9 +107,6 @@ class RunShipper:
         quiet_retries: bool = False,
     ) -> None:
         self.paths = paths
-        # A one-shot sums up how it ended in one line; a daemon or follower logs an outage as it
-        # begins (each further retry only with -v).
-        self.quiet_retries = quiet_retries
         self.client = client
         self.config = config
         self.timeout = timeout or None
@@ -144,11 +129,10 @@ class RunShipper:
         self._requests_saved = 0
         self._held: dict[int, float] = {}  # offset of a held task_start -> when first held
         self._ended_for_parent = False
-        self._stop_waiter: asyncio.Future[Any] | None = None
-        self._cut_later: asyncio.TimerHandle | None = None
-        # Tasks awaiting a request (with its retries), and those the stop's grace cut short.
-        self._requesting: set[asyncio.Task[Any]] = set()
-        self._cut: set[asyncio.Task[Any]] = set()
+        # A one-shot sums up how it ended in one line; a daemon or follower logs an outage as it
+        # begins (each further retry only with -v).
+        self._retrying = Retrier(paths.run_id, self.stop, config.max_backoff, self._remaining, self._on_retry,
+                                 quiet=quiet_retries)
         # The window (window > 1): lines in flight in spool order, lanes by host, a stop from a lane.
         self.window = max(1, config.window)
         self.ledger = Ledger()  # lines in flight, the low-water mark, the result-id floor
@@ -157,7 +141,6 @@ class RunShipper:
         self._lanes: dict[str, asyncio.Future[None]] = {}
         self._running: set[asyncio.Future[None]] = set()
         self._halt: _Stop | None = None
-        self._with_retries: Callable[..., Awaitable[Any]] | None = None
         self._shipping = False  # mid-run: a checkpoint refused for lack of space is deferred
         self.disk = DiskPause(paths.run_id)
         self.recovery = Recovery(self)  # the run's identity at this Ara, and the read-back
@@ -210,10 +193,7 @@ class RunShipper:
             finally:
                 self._shipping = False
                 await self._abandon()
-                if self._stop_waiter is not None:
-                    self._stop_waiter.cancel()
-                if self._cut_later is not None:
-                    self._cut_later.cancel()
+                self._retrying.close()
                 # Lines done above the low-water mark are in the checkpoint (done_above); only a
                 # create that may be in Ara unknown to us makes the next flusher reconcile.
                 st.clean = not self.reconciler.uncertain
@@ -332,8 +312,7 @@ class RunShipper:
         return gone
 
     def _past_deadline(self) -> bool:
-        remaining = self._remaining()
-        return remaining is not None and remaining <= 0.001
+        return self._retrying.past_deadline()
 
     def _remaining(self) -> float | None:
         """Seconds left before giving up for lack of progress; None: no limit (yet)."""
@@ -620,18 +599,10 @@ class RunShipper:
         st.first_error_at = st.first_error_at or st.last_error_at
 
     # -- requests: retries, stop, progress ------------------------------------------------------
-    def _on_backoff(self, details: dict[str, Any]) -> None:
-        exc = details.get("exception")
+    def _on_retry(self, exc: Exception) -> None:
         self._record_error(str(exc))
-        if self.state is not None:
-            # Let status, followers and waiting checkpoints see the trouble while we retry.
-            self._save(durable=False)
-        first = details["tries"] == 1 and not self.quiet_retries
-        log.log(logging.WARNING if first else logging.INFO, "run %s: %s; retry %d in %.1fs",
-                self.paths.run_id, exc, details["tries"], details["wait"])
-
-    def _give_up(self, _exc: Exception) -> bool:
-        return self.stop.is_set() or self._past_deadline()
+        # Let status, followers and waiting checkpoints see the trouble while we retry.
+        self._save(durable=False)
 
     def _answered(self) -> None:
         self._last_progress = now = time.monotonic()
@@ -649,64 +620,6 @@ class RunShipper:
             self._answer_saved = now  # the lock file is stat-ed at most this often
             if time.time() - self._watched_since() < 1.0:
                 self._save(durable=False)
-
-    async def _retried(self, attempt: Callable[[], Awaitable[T]], failed: list[Exception]) -> T:
-        if failed:  # backoff's first try is the attempt that already failed: it waits, then retries
-            raise failed.pop()
-        return await attempt()
-
-    async def _retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
-        """attempt(), retried with backoff on transient errors. A stop gives what is in flight, or
-        queued in a lane before the stop, STOP_GRACE_SECONDS after the stop to finish; then it is
-        cancelled. Nothing new starts after a stop."""
-        if self.stop.is_set():
-            raise _Stop("stopped", "stopped")
-        if self._with_retries is None:  # decorated once: per call it would cost ~0.1 ms of CPU
-            self._with_retries = backoff.on_exception(
-                backoff.expo, TransientError, max_time=self._remaining, max_value=self.config.max_backoff,
-                jitter=backoff.full_jitter, giveup=self._give_up, on_backoff=self._on_backoff, logger=None,
-            )(self._retried)
-        if self._stop_waiter is None:
-            # One watcher for the run, not a task and a wait per request (~30 us of CPU each).
-            self._stop_waiter = asyncio.ensure_future(self.stop.wait())
-            self._stop_waiter.add_done_callback(self._on_stop)
-        task = asyncio.current_task()
-        assert task is not None
-        self._requesting.add(task)
-        try:
-            try:
-                return await attempt()  # most requests succeed at once: no retry machinery for them
-            except TransientError as exc:
-                if self._give_up(exc):
-                    raise
-                return await self._with_retries(attempt, [exc])
-        except asyncio.CancelledError:
-            if task in self._cut and task.uncancel() == 0:  # cut by the grace alone, not abandoned
-                raise _Stop("stopped", "stopped") from None
-            raise
-        except TransientError as exc:
-            if self.stop.is_set():
-                raise _Stop("stopped", "stopped") from None
-            raise _Stop("unreachable", str(exc)) from None
-        except StaleIdError as exc:
-            raise _Stop("stale", str(exc)) from None
-        except AuthError as exc:
-            raise _Stop("auth", str(exc)) from None
-        except ServerError as exc:
-            raise _Stop("server", str(exc)) from None
-        finally:
-            self._requesting.discard(task)
-            self._cut.discard(task)
-
-    def _on_stop(self, waiter: asyncio.Future[Any]) -> None:
-        if not waiter.cancelled():
-            self._cut_later = asyncio.get_running_loop().call_later(STOP_GRACE_SECONDS, self._cut_requests)
-
-    def _cut_requests(self) -> None:
-        """The stop's grace is over: cancel every request still in flight or waiting to retry."""
-        for task in list(self._requesting):
-            self._cut.add(task)
-            task.cancel()
 
     async def _execute(self, call: Call, offset: int) -> dict[str, Any]:
         """One call of the line at `offset`: looked up first when it may be in Ara already."""
