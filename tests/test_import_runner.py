@@ -222,6 +222,73 @@ def test_import_again_creates_nothing(recorded):
         assert len(api.all(table, playbook=pb["id"])) == len(recorded["import"][table]), table
 
 
+def _rows(api: AraAPI, ident: str) -> dict[str, int]:
+    pb = api.playbook_for(ident)
+    return {table: len(api.all(table, playbook=pb["id"])) for table in ("plays", "tasks", "results", "hosts", "files")}
+
+
+def test_a_pruned_run_imported_again_adds_no_row(recorded, tmp_path):
+    """The spool of an imported run pruned (`prune --days 0`): importing it again spools it again,
+    and the flusher finds the run's playbook by its label and each row it has: 0 new rows."""
+    api, ident = recorded["api"], recorded["ident"]
+    before = _rows(api, ident)
+    env = _spool_env(recorded["env"], tmp_path)
+    spool = tmp_path / "spool" / f"{ident}.jsonl"
+    for step in ("import into an empty spool dir", "import after prune"):
+        done = _import(env, recorded["artifact"])
+        assert done.returncode == 0, f"{step}: {done.stderr}"
+        assert spool.exists() and _rows(api, ident) == before, step
+        assert len(api.playbooks_for(ident)) == 1
+        pruned = subprocess.run([str(BIN / "ara-spool"), "prune", "--days", "0"], env=env, capture_output=True,
+                                text=True, timeout=60)
+        assert pruned.returncode == 0, pruned.stderr
+        assert not spool.exists(), f"{step}: prune kept {spool.name}: {pruned.stderr}"
+
+
+def test_follow_a_private_data_dir_imports_the_runs_that_appear_later(recorded, tmp_path, ara):
+    """--follow on a private data dir: the run there at the start, then one ansible-runner starts
+    while it watches, each imported exactly; SIGTERM ends the watch with exit 0, and importing the
+    dir again adds nothing."""
+    pdd = private_data_dir(tmp_path / "pdd", "slow.yml")
+    shutil.copytree(recorded["artifact"], pdd / "artifacts" / "runner-watched-old")
+    env = _spool_env(recorded["env"], tmp_path)
+    follower = subprocess.Popen([str(BIN / "ara-spool"), "import", "runner", "--follow", "--poll", "0.2", str(pdd)],
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        run_runner(pdd, "slow.yml", "runner-watched-new", env)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not (
+                ara.playbooks_for("runner-watched-new")
+                and ara.playbook_for("runner-watched-new")["status"] == "completed"):
+            assert follower.poll() is None, follower.communicate()[1]
+            time.sleep(0.2)
+        follower.send_signal(signal.SIGTERM)
+        out, err = follower.communicate(timeout=60)
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+    assert follower.returncode == 0, err
+    new = pdd / "artifacts" / "runner-watched-new"
+    in_ara = _results_in_ara(ara, "runner-watched-new")
+    assert sorted(in_ara) == sorted(_results_in_events(new)) and len(in_ara) == 18
+    old = [(task, host) for task, host, _ in _results_in_ara(ara, "runner-watched-old")]
+    assert sorted(old) == sorted((task, host) for task, host, _ in _results_in_events(recorded["artifact"]))
+    assert len(old) == len(recorded["import"]["results"])
+    rows = {ident: _rows(ara, ident) for ident in ("runner-watched-old", "runner-watched-new")}
+    again = _import(env, pdd)
+    assert again.returncode == 0, again.stderr
+    assert again.stderr.count("0 new event(s)") == 2, again.stderr
+    assert {ident: _rows(ara, ident) for ident in rows} == rows
+    # An empty artifacts dir is watched too (no run yet is no error); SIGTERM while it waits: exit 0.
+    (tmp_path / "empty" / "artifacts").mkdir(parents=True)
+    idle = subprocess.Popen([str(BIN / "ara-spool"), "import", "runner", "--follow", "--poll", "0.2",
+                             str(tmp_path / "empty" / "artifacts")], env=env, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.5)
+    assert idle.poll() is None, idle.communicate()[1]
+    idle.send_signal(signal.SIGTERM)
+    assert idle.wait(timeout=30) == 0, idle.communicate()[1]
+
+
 def _spool_env(env: dict[str, str], tmp: Path, name: str = "spool") -> dict[str, str]:
     (tmp / name).mkdir(mode=0o700)
     return dict(env, ARA_SPOOL_DIR=str(tmp / name))
