@@ -100,6 +100,33 @@ def test_ansible_playbook_killed_loses_nothing_spooled(tmp_path, spool_dir, ara_
     assert [ln.event["end"]["status"] for ln in read_lines(spool) if ln.event["kind"] == "run_end"] == ["expired"]
 
 
+def test_a_read_only_spool_dir_never_claims_events_are_kept(tmp_path, ara_server):
+    """The spool dir on a read-only file system (a real ro tmpfs): the play ends as without
+    ara-spool, and what it says is true: nothing spooled, no "events stay spooled"."""
+    ro = tmp_path / "ro-spool"
+    ro.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,mode=0700,size=64k", "tmpfs", str(ro)], check=True)
+    try:
+        env = ansible_env(tmp_path, ro, ara_server.url)
+        plain = run_playbook(dict(env), "end_play.yml")
+        proc = run_playbook(env, "end_play.yml", "-e", "ara_enabled=true", "-e", f"ara_run_id=ro-{uuid.uuid4()}")
+        files = list(ro.iterdir())
+    finally:
+        subprocess.run(["umount", str(ro)], check=True)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == plain.returncode == 0, out
+    # The play's own tasks end as without ara-spool (web1 also runs the role's register step).
+    def recap(stdout: str) -> list[list[str]]:
+        return [ln.split() for ln in stdout.split("PLAY RECAP")[1].splitlines() if ln.startswith(("web2", "web3"))]
+    assert recap(proc.stdout) == recap(plain.stdout) and len(recap(plain.stdout)) == 2
+    assert proc.stdout.split("TASK [before]")[1].split("PLAY RECAP")[0] == \
+        plain.stdout.split("TASK [before]")[1].split("PLAY RECAP")[0]
+    assert "Read-only file system" in out and "nothing of this run is spooled" in out, out
+    assert "nothing could be spooled either" in out and "could not be spooled" in out, out
+    assert "events stay spooled" not in out and "earlier events are kept" not in out, out
+    assert files == []
+
+
 def test_spool_full_warns_and_the_play_goes_on(tmp_path, spool_dir, ara_server):
     """A refused append (here the size cap with the refuse policy, as ENOSPC) never breaks the play."""
     env = ansible_env(tmp_path, spool_dir, ara_server.url, ARA_SPOOL_MAX_BYTES="3000",

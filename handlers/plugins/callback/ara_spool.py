@@ -196,6 +196,7 @@ class CallbackModule(CallbackBase):
         self.ended = False
         self.broken = False  # this run cannot be recorded at all (an unsafe run id)
         self.lost = 0  # events that could not be spooled
+        self.spooled = 0  # events that were
         self.main_pid = os.getpid()
         self.appending = False
         self.deferred_signal: int | None = None
@@ -321,13 +322,15 @@ class CallbackModule(CallbackBase):
         self.appending = True
         try:
             writer.append(self.run_id, kind, body, spool_dir=self.dir, ts=ts)
+            self.spooled += 1
         except (OSError, ValueError) as exc:
             # Disk full, a size cap, permissions, a symlinked spool: say so at once, keep trying
             # (space may come back), never break the play; the end of the run gives the count.
             self.lost += 1
             if self.lost == 1:
+                kept = "earlier events are kept" if self.spooled else "nothing of this run is spooled"
                 display.warning(f"ara-spool: cannot write the spool for run {self.run_id}: {exc}; "
-                                "this event is not recorded, earlier events are kept")
+                                f"this event is not recorded, {kept}")
         finally:
             self.appending = False
         if self.deferred_signal is not None:
