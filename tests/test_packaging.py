@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from tests.conftest import ROOT
 
 SKIP = shutil.ignore_patterns(".git", ".venv*", ".demo", "build", "dist", "*.egg-info", "__pycache__", "artifacts",
                               ".pytest_cache", ".ruff_cache", "bench")
+NOBODY = 65534  # another local user
 
 
 def run(*cmd: str | Path, **kw) -> subprocess.CompletedProcess[str]:
@@ -99,3 +101,32 @@ def test_install_from_a_git_url(source, tmp_path):
     bin_dir = fresh_venv(tmp_path / "venv")
     pip_install(bin_dir, f"git+file://{repo}")
     check_installed(bin_dir, tmp_path)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the README's sentence is about installing as root")
+def test_installing_from_a_checkout_as_root_leaves_dirs_another_user_cannot_write(source):
+    """README: installing from a checkout as root leaves a root-owned `ara_spool.egg-info` and
+    `build/` in it, where another user's install from it then gets "Permission denied"; removing
+    them is the remedy."""
+    base = Path(tempfile.mkdtemp(prefix="pkg-root-"))
+    try:
+        base.chmod(0o755)  # another user reaches the checkout, as a shared one is reached
+        src = base / "ara-spool"
+        shutil.copytree(source, src, symlinks=True)
+        for path in (src, *src.rglob("*")):
+            os.lchown(path, NOBODY, NOBODY)  # the checkout's owner: not root
+        bin_dir = fresh_venv(base / "venv")
+        pip_install(bin_dir, str(src))
+        left = {d: (src / d).stat() for d in ("ara_spool.egg-info", "build")}
+        assert all(st.st_uid == 0 and not st.st_mode & 0o022 for st in left.values()), left
+        # What the owner's build does first: write its metadata there. As the owner: refused.
+        probe = subprocess.run(["/bin/sh", "-c", f"touch '{src}/ara_spool.egg-info/PKG-INFO'"], user=NOBODY,
+                               group=NOBODY, capture_output=True, text=True, timeout=30)
+        assert probe.returncode != 0 and "Permission denied" in probe.stderr, probe.stderr
+        for d in left:  # the remedy
+            shutil.rmtree(src / d)
+        probe = subprocess.run(["/bin/sh", "-c", f"mkdir '{src}/ara_spool.egg-info' '{src}/build'"], user=NOBODY,
+                               group=NOBODY, capture_output=True, text=True, timeout=30)
+        assert probe.returncode == 0, probe.stderr
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
