@@ -112,7 +112,8 @@ def test_installing_from_a_checkout_as_root_leaves_dirs_another_user_cannot_writ
     try:
         base.chmod(0o755)  # another user reaches the checkout, as a shared one is reached
         src = base / "ara-spool"
-        shutil.copytree(source, src, symlinks=True)
+        shutil.copytree(source, src, symlinks=True, ignore=SKIP)  # the other tests' builds wrote in source
+        assert not (src / "ara_spool.egg-info").exists() and not (src / "build").exists()
         for path in (src, *src.rglob("*")):
             os.lchown(path, NOBODY, NOBODY)  # the checkout's owner: not root
         bin_dir = fresh_venv(base / "venv")
