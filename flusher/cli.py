@@ -183,10 +183,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     from ara_spool.flusher import importer
 
     cfg = _config(args)
-    paths = [Path(p) for p in args.paths]
-    watch = importer.watched_dirs(paths) if args.follow else []
     try:
-        imports = importer.imports_for(paths, cfg.spool_dir, allow_empty=bool(watch))
+        imports = importer.imports_for([Path(p) for p in args.paths], cfg.spool_dir)
     except (importer.NotImportable, UnsafeRunId) as exc:
         return _fail(str(exc), EXIT_USAGE)
 
@@ -200,8 +198,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     try:
         outcomes = importer.import_and_ship(cfg, imports, follow=args.follow, ship=not args.no_ship,
                                             poll=args.poll, timeout=args.timeout or None, stall=args.stall,
-                                            report=report, watch=watch)
-    except (importer.NotImportable, UnsafeRunId) as exc:
+                                            report=report)
+    except importer.NotImportable as exc:
         return _fail(str(exc))
     code = _exit_code(outcomes)
     for o in outcomes:
@@ -530,9 +528,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "private data dirs holding many")
     ir.add_argument("paths", nargs="+", metavar="PATH", help="an artifacts/<ident> dir or a private data dir")
     ir.add_argument("--follow", action="store_true",
-                    help="follow runs still being written until their status file says they ended; under a "
-                    "private data dir or an artifacts dir, also import each run that appears later, until "
-                    "SIGTERM/SIGINT (exit 0 once what was spooled is shipped)")
+                    help="follow runs still being written until their status file says they ended")
     ir.add_argument("--poll", type=float, default=1.0, help="seconds between looks with --follow (default 1)")
     ir.add_argument("--stall", type=float, help="with --follow, stop following a run that has had no new event for "
                     "this many seconds and has not ended (its ansible-runner was killed); default: wait")

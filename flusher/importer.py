@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,11 +40,10 @@ class NotImportable(Exception):
 
 
 # -- finding runs ----------------------------------------------------------------------------
-def artifact_dirs(paths: list[Path], allow_empty: bool = False) -> list[Path]:
+def artifact_dirs(paths: list[Path]) -> list[Path]:
     """The runs named by paths: an artifact dir (holding job_events/) itself, a private data dir
     (its artifacts/*), an artifacts dir (its children), or an ansible-navigator playbook artifact
-    file (`<playbook>-artifact-<ts>.json`). allow_empty: a dir without runs yet is no error (one
-    watched for runs to come)."""
+    file (`<playbook>-artifact-<ts>.json`)."""
     found: list[Path] = []
     for path in paths:
         if path.is_file() and NAVIGATOR_FILE.match(path.name):
@@ -56,17 +54,11 @@ def artifact_dirs(paths: list[Path], allow_empty: bool = False) -> list[Path]:
             continue
         base = path / "artifacts" if (path / "artifacts").is_dir() else path
         runs = sorted(p for p in base.iterdir() if (p / "job_events").is_dir()) if base.is_dir() else []
-        if not runs and not allow_empty:
+        if not runs:
             raise NotImportable(f"{path}: no ansible-runner run here (an artifacts/<ident> dir with job_events/, "
                                "or a private data dir holding such)")
         found.extend(runs)
     return found
-
-
-def watched_dirs(paths: list[Path]) -> list[Path]:
-    """The paths that hold runs rather than being one (a private data dir, an artifacts dir): with
-    --follow, runs that appear under them later are imported too."""
-    return [p for p in paths if not p.is_file() and not (p / "job_events").is_dir()]
 
 
 def run_status(artifact_dir: Path) -> str | None:
@@ -354,71 +346,29 @@ def _env_list(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(x.strip() for x in value.split(",") if x.strip())
 
 
-def imports_for(paths: list[Path], spool_dir: Path, allow_empty: bool = False) -> list[RunImport]:
+def imports_for(paths: list[Path], spool_dir: Path) -> list[RunImport]:
     """One RunImport per run under paths, with the callback's masking switches (ara_default's
     names: ARA_IGNORED_FACTS, ARA_IGNORED_FILES, ARA_DEFAULT_LABELS)."""
     return [RunImport(d, spool_dir, ignored_facts=_env_list("ARA_IGNORED_FACTS", ("ansible_env",)),
                       ignored_files=_env_list("ARA_IGNORED_FILES", ()),
                       labels=_env_list("ARA_DEFAULT_LABELS", ()))
-            for d in artifact_dirs(paths, allow_empty)]
-
-
-class _Signalled:
-    """SIGTERM/SIGINT while watching for runs: end after the current pass (what was spooled is
-    shipped or stays spooled; every run's import cursor is in its spool)."""
-
-    def __init__(self) -> None:
-        self.set = False
-        self._old = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-
-    def arm(self) -> None:  # again after each flush: asyncio.run puts the default handlers back
-        for sig in self._old:
-            signal.signal(sig, self._on_signal)
-
-    def _on_signal(self, _sig: int, _frame: Any) -> None:
-        self.set = True
-
-    def restore(self) -> None:
-        for sig, handler in self._old.items():
-            signal.signal(sig, handler)
+            for d in artifact_dirs(paths)]
 
 
 def import_and_ship(cfg: Any, imports: list[RunImport], *, follow: bool = False, ship: bool = True,
                     poll: float = 1.0, timeout: float | None = 60.0, stall: float | None = None,
-                    report: Any = None, watch: list[Path] | None = None) -> list[Any]:
+                    report: Any = None) -> list[Any]:
     """Import each run (again and again with follow, until its status file says it ended), shipping
     after each pass with the flusher (oneshot: windowed, per-host order, exactly once). stall: with
-    follow, stop following a run that has had no new event for that many seconds. watch (with
-    follow): dirs where runs that appear later are imported too, until SIGTERM/SIGINT."""
-    signalled = _Signalled() if follow and watch else None
-    try:
-        return _import_passes(cfg, imports, follow=follow, ship=ship, poll=poll, timeout=timeout, stall=stall,
-                              report=report, watch=watch or [], signalled=signalled)
-    finally:
-        if signalled is not None:
-            signalled.restore()
-
-
-def _import_passes(cfg: Any, imports: list[RunImport], *, follow: bool, ship: bool, poll: float,
-                   timeout: float | None, stall: float | None, report: Any, watch: list[Path],
-                   signalled: _Signalled | None) -> list[Any]:
+    follow, stop following a run that has had no new event for that many seconds."""
     import asyncio
     import time
 
     from ara_spool.flusher import oneshot
 
-    imports = list(imports)
-    outcomes: dict[str, Any] = {}  # run id -> how its last flush ended
+    outcomes: list[Any] = []
     progress = {id(imp): time.monotonic() for imp in imports}
     while True:
-        if signalled is not None:
-            signalled.arm()
-            known = {i.artifact_dir for i in imports}
-            for new in imports_for(watch, cfg.spool_dir, allow_empty=True):
-                if new.artifact_dir not in known:
-                    imports.append(new)
-                    progress[id(new)] = time.monotonic()
-        due: list[str] = []
         for imp in imports:
             if not imp.done:
                 written = imp.step()
@@ -430,20 +380,10 @@ def _import_passes(cfg: Any, imports: list[RunImport], *, follow: bool, ship: bo
                     imp.done = imp.stalled = True
                 if report is not None:
                     report(imp, written)
-                if written:
-                    due.append(imp.run_id)
-            last = outcomes.get(imp.run_id)
-            if imp.run_id not in due and (last is None or last.status != "done"):
-                due.append(imp.run_id)  # not shipped whole yet: try again
-        if ship and due:
-            for o in asyncio.run(oneshot.flush(cfg, due, timeout=timeout)):
-                outcomes[o.run_id] = o
-            if any(outcomes[r].status in ("stopped", "auth", "server") for r in due if r in outcomes):
-                return list(outcomes.values())  # a signal, or nothing a retry fixes
-        if signalled is not None:
-            signalled.arm()
-            if signalled.set:
-                return list(outcomes.values())
-        elif not follow or all(i.done for i in imports):
-            return list(outcomes.values())
+        if ship:
+            outcomes = asyncio.run(oneshot.flush(cfg, [i.run_id for i in imports], timeout=timeout))
+            if any(o.status in ("stopped", "auth", "server") for o in outcomes):
+                return outcomes  # a signal, or nothing a retry fixes
+        if not follow or all(i.done for i in imports):
+            return outcomes
         time.sleep(poll)
