@@ -491,3 +491,35 @@ def test_translation_of_a_prefix_is_a_prefix_and_a_lost_head_still_gives_valid_e
         assert kinds.count("task_start") == kinds.count("task_end")
         for s in out:
             schema.validate({**schema.make_event("prefix", s.kind, s.body, s.ts), "seq": 0})
+
+
+def _rows(api: AraAPI, ident: str) -> dict[str, list[int]]:
+    """The ids of every row of the run in Ara, by table (its playbooks: all labelled with its id)."""
+    [pb] = api.playbooks_for(ident)
+    out = {"playbooks": [p["id"] for p in api.playbooks_for(ident)]}
+    for table in ("plays", "tasks", "results", "hosts", "files"):
+        out[table] = sorted(r["id"] for r in api.all(table, playbook=pb["id"]))
+    return out
+
+
+def test_a_pruned_run_imported_again_creates_no_row(recorded, tmp_path, ara):
+    """`prune` removes the run's spool and checkpoint: the next import spools the run again from its
+    first event and ships it as a run this spool never shipped. The flusher finds the run's playbook
+    by its run_id label and looks every create up: Ara gets no new row."""
+    ident = "runner-pruned"
+    artifact = tmp_path / "pdd" / "artifacts" / ident
+    shutil.copytree(recorded["artifact"], artifact)
+    env = _spool_env(recorded["env"], tmp_path)
+    first = _import(env, artifact)
+    assert first.returncode == 0, first.stderr
+    before = _rows(ara, ident)
+    assert len(before["results"]) == len(recorded["import"]["results"])
+    pruned = subprocess.run([str(BIN / "ara-spool"), "prune", "--days", "0"], env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert pruned.returncode == 0 and "1 run(s) shipped and idle" in pruned.stderr, pruned.stderr
+    assert not list((tmp_path / "spool").glob(f"{ident}*"))
+    again = _import(env, artifact)
+    assert again.returncode == 0, again.stderr
+    assert f"run {ident}: {first.stderr.split(f'run {ident}: ')[1].split()[0]} new event(s)" in again.stderr
+    assert _rows(ara, ident) == before
+    assert ara.playbook_for(ident)["status"] == "failed"
