@@ -523,3 +523,44 @@ def test_a_pruned_run_imported_again_creates_no_row(recorded, tmp_path, ara):
     assert f"run {ident}: {first.stderr.split(f'run {ident}: ')[1].split()[0]} new event(s)" in again.stderr
     assert _rows(ara, ident) == before
     assert ara.playbook_for(ident)["status"] == "failed"
+
+
+def _wait_for(check, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+def test_follow_a_private_data_dir_imports_each_new_run(recorded, tmp_path, ara):
+    """`--follow PDD` started on an empty private data dir: two ansible-runner runs made after it
+    started are each imported while they are written and land in Ara exactly; the follower keeps
+    watching after they end, SIGTERM stops it (exit 0), and an import again adds nothing."""
+    pdd = private_data_dir(tmp_path / "pdd", "slow.yml")
+    env = _spool_env(recorded["env"], tmp_path)
+    follower = subprocess.Popen([str(BIN / "ara-spool"), "import", "runner", "--follow", "--poll", "0.2", str(pdd)],
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        idents = ["runner-new-1", "runner-new-2"]
+        for ident in idents:  # one job after the other, as AWX runs them
+            run_runner(pdd, "slow.yml", ident, env)
+            _wait_for(lambda ident=ident: ara.playbooks_for(ident)
+                      and ara.playbook_for(ident)["status"] == "completed")
+        time.sleep(1)  # passes after both ended: the follower still runs, nothing more is shipped
+        assert follower.poll() is None
+        before = {ident: _rows(ara, ident) for ident in idents}
+        follower.send_signal(signal.SIGTERM)
+        _, err = follower.communicate(timeout=60)
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+    assert follower.returncode == 0, err
+    assert "stopped by signal 15" in err and "0 run(s) not ended" in err, err
+    for ident in idents:
+        assert re.search(rf"run {ident}: [1-9]\d* new event\(s\) spooled \(still running\)", err), err
+        assert re.search(rf"run {ident}: \d+ new event\(s\) spooled \(ended\)", err), err
+        in_ara = _results_in_ara(ara, ident)
+        assert sorted(in_ara) == sorted(_results_in_events(pdd / "artifacts" / ident)) and len(in_ara) == 18
+    again = _import(env, pdd)
+    assert again.returncode == 0 and again.stderr.count("0 new event(s)") == 2, again.stderr
+    assert {ident: _rows(ara, ident) for ident in idents} == before
