@@ -564,3 +564,35 @@ def test_follow_a_private_data_dir_imports_each_new_run(recorded, tmp_path, ara)
     again = _import(env, pdd)
     assert again.returncode == 0 and again.stderr.count("0 new event(s)") == 2, again.stderr
     assert {ident: _rows(ara, ident) for ident in idents} == before
+
+
+def test_follow_stopped_by_sigint_while_shipping_leaves_the_rest_spooled(recorded, tmp_path, ara):
+    """SIGINT while `--follow PDD` ships a run: the shipping stops with its checkpoint saved (exit 0,
+    or 3 when a request was cut short), the rest stays in the spool, and the next import ships it:
+    each result once in Ara."""
+    ident = "runner-big-stop"
+    pdd = tmp_path / "pdd"
+    big = pdd / "artifacts" / ident
+    results = enlarge(recorded["artifact"], big, blocks=150)
+    env = _spool_env(recorded["env"], tmp_path)
+    follower = subprocess.Popen([str(BIN / "ara-spool"), "import", "runner", "--follow", "--poll", "0.2", str(pdd)],
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def shipped() -> int:
+        pbs = ara.playbooks_for(ident)
+        return ara.get("results", playbook=pbs[0]["id"], limit=1)["count"] if pbs else 0
+
+    try:
+        _wait_for(lambda: shipped() > 0, timeout=60)
+        follower.send_signal(signal.SIGINT)
+        _, err = follower.communicate(timeout=60)
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+    assert follower.returncode in (0, 3) and "stopped by signal 2" in err, err
+    assert 0 < shipped() < results == 450
+    again = _import(env, pdd)
+    assert again.returncode == 0 and "0 new event(s)" in again.stderr, again.stderr
+    in_ara = _results_in_ara(ara, ident)
+    assert len(in_ara) == len(set(in_ara)) == results and sorted(in_ara) == sorted(_results_in_events(big))
+    assert ara.playbook_for(ident)["status"] == "completed"
