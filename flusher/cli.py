@@ -57,7 +57,8 @@ COMMAND_EXITS: dict[str, dict[int, str | None]] = {
               EXIT_SERVER: None},
     "requeue": {EXIT_OK: "quarantined events are back in line (or there were none)", EXIT_ERROR: None,
                 EXIT_USAGE: None, EXIT_BUSY: "a flusher is shipping the run: try again"},
-    "import": {EXIT_OK: "imported and everything is in Ara", EXIT_ERROR: None, EXIT_USAGE: None,
+    "import": {EXIT_OK: "imported and everything is in Ara, or stopped by SIGTERM/SIGINT with a clean checkpoint "
+                        "(the rest stays in the spool)", EXIT_ERROR: None, EXIT_USAGE: None,
                EXIT_UNREACHABLE: None, EXIT_AUTH: None, EXIT_QUARANTINED: None, EXIT_BUSY: None, EXIT_SERVER: None},
     "prune": {EXIT_OK: "done", EXIT_ERROR: "a run could not be retired", EXIT_USAGE: None},
     "status": {EXIT_OK: "the table (or JSON) was printed", EXIT_ERROR: None, EXIT_USAGE: None},
@@ -181,12 +182,9 @@ def cmd_emit(args: argparse.Namespace) -> int:
 # -- import ----------------------------------------------------------------------------------
 def cmd_import(args: argparse.Namespace) -> int:
     from ara_spool.flusher import importer
+    from ara_spool.flusher.import_session import ImportSession
 
     cfg = _config(args)
-    try:
-        imports = importer.imports_for([Path(p) for p in args.paths], cfg.spool_dir)
-    except (importer.NotImportable, UnsafeRunId) as exc:
-        return _fail(str(exc), EXIT_USAGE)
 
     def report(imp: Any, written: int) -> None:
         if not args.quiet and (written or imp.done):
@@ -196,15 +194,28 @@ def cmd_import(args: argparse.Namespace) -> int:
             print(f"ara-spool: run {imp.run_id}: {written} new event(s) spooled ({state})", file=sys.stderr)
 
     try:
-        outcomes = importer.import_and_ship(cfg, imports, follow=args.follow, ship=not args.no_ship,
-                                            poll=args.poll, timeout=args.timeout or None, stall=args.stall,
-                                            report=report)
+        session = ImportSession(cfg, [Path(p) for p in args.paths], follow=args.follow, ship=not args.no_ship,
+                                poll=args.poll, timeout=args.timeout or None, stall=args.stall, report=report,
+                                warn=lambda message: _say("WARNING", message))
+    except (importer.NotImportable, UnsafeRunId) as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    if session.watching and not args.quiet:
+        print("ara-spool: following the runs there and the new ones as they appear, until SIGTERM/SIGINT",
+              file=sys.stderr)
+    try:
+        outcomes = session.run()
     except importer.NotImportable as exc:
         return _fail(str(exc))
     code = _exit_code(outcomes)
+    if code == EXIT_OK and not _stopped_cleanly(cfg, outcomes):
+        code = EXIT_UNREACHABLE  # stopped with a request cut short: the next import or flush reconciles it
     for o in outcomes:
-        if o.status not in ("done",) or o.quarantined:
+        if o.status not in ("done", "stopped") or o.quarantined:
             print(f"ara-spool: run {o.run_id}: {o.message or o.status}", file=sys.stderr)
+    if session.stopper.stopped and not args.quiet:
+        left = [i.run_id for i in session.imports if not i.done]
+        print(f"ara-spool: stopped by signal {session.stopper.signal}: what is spooled and not shipped stays in the "
+              f"spool; {len(left)} run(s) not ended, import again to go on", file=sys.stderr)
     return code
 
 
@@ -528,7 +539,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "private data dirs holding many")
     ir.add_argument("paths", nargs="+", metavar="PATH", help="an artifacts/<ident> dir or a private data dir")
     ir.add_argument("--follow", action="store_true",
-                    help="follow runs still being written until their status file says they ended")
+                    help="follow runs still being written until their status file says they ended; a private "
+                    "data dir (or artifacts dir) is also watched for new runs, each followed likewise, until "
+                    "SIGTERM/SIGINT (exit 0: what is spooled and not shipped stays in the spool for the next "
+                    "import or flush); with artifact dirs only, exit once each run ended")
     ir.add_argument("--poll", type=float, default=1.0, help="seconds between looks with --follow (default 1)")
     ir.add_argument("--stall", type=float, help="with --follow, stop following a run that has had no new event for "
                     "this many seconds and has not ended (its ansible-runner was killed); default: wait")

@@ -40,25 +40,44 @@ class NotImportable(Exception):
 
 
 # -- finding runs ----------------------------------------------------------------------------
-def artifact_dirs(paths: list[Path]) -> list[Path]:
-    """The runs named by paths: an artifact dir (holding job_events/) itself, a private data dir
-    (its artifacts/*), an artifacts dir (its children), or an ansible-navigator playbook artifact
-    file (`<playbook>-artifact-<ts>.json`)."""
+def is_run(path: Path) -> bool:
+    """An artifact dir (holding job_events/) or an ansible-navigator playbook artifact file."""
+    if path.is_file():
+        return bool(NAVIGATOR_FILE.match(path.name))
+    return (path / "job_events").is_dir()
+
+
+def runs_under(root: Path) -> list[Path]:
+    """The artifact dirs a private data dir (its artifacts/*) or an artifacts dir (its children)
+    holds now, by name."""
+    base = root / "artifacts" if (root / "artifacts").is_dir() else root
+    try:
+        return sorted(p for p in base.iterdir() if (p / "job_events").is_dir())
+    except OSError:
+        return []
+
+
+def artifact_dirs(paths: list[Path], watch: bool = False) -> list[Path]:
+    """The runs named by paths: an artifact dir itself, a private data dir (its artifacts/*), an
+    artifacts dir (its children), or an ansible-navigator playbook artifact file
+    (`<playbook>-artifact-<ts>.json`). watch (--follow): a directory with no run yet is no error,
+    its runs are those that will appear."""
     found: list[Path] = []
     for path in paths:
-        if path.is_file() and NAVIGATOR_FILE.match(path.name):
-            found.append(path)  # ansible-navigator's playbook artifact
-            continue
-        if (path / "job_events").is_dir():
+        if is_run(path):
             found.append(path)
             continue
-        base = path / "artifacts" if (path / "artifacts").is_dir() else path
-        runs = sorted(p for p in base.iterdir() if (p / "job_events").is_dir()) if base.is_dir() else []
-        if not runs:
+        runs = runs_under(path) if path.is_dir() else []
+        if not runs and not (watch and path.is_dir()):
             raise NotImportable(f"{path}: no ansible-runner run here (an artifacts/<ident> dir with job_events/, "
                                "or a private data dir holding such)")
         found.extend(runs)
     return found
+
+
+def watched_dirs(paths: list[Path]) -> list[Path]:
+    """The paths --follow watches for new runs: those that are not a run themselves."""
+    return [p for p in paths if p.is_dir() and not is_run(p)]
 
 
 def run_status(artifact_dir: Path) -> str | None:
@@ -338,7 +357,7 @@ class RunImport:
             return out.written
 
 
-# -- the driver: import, ship with the flusher, follow ----------------------------------------
+# -- the runs to import, with the callback's masking switches ----------------------------------
 def _env_list(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
     value = os.environ.get(name)
     if value is None:
@@ -346,44 +365,12 @@ def _env_list(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(x.strip() for x in value.split(",") if x.strip())
 
 
-def imports_for(paths: list[Path], spool_dir: Path) -> list[RunImport]:
-    """One RunImport per run under paths, with the callback's masking switches (ara_default's
-    names: ARA_IGNORED_FACTS, ARA_IGNORED_FILES, ARA_DEFAULT_LABELS)."""
-    return [RunImport(d, spool_dir, ignored_facts=_env_list("ARA_IGNORED_FACTS", ("ansible_env",)),
-                      ignored_files=_env_list("ARA_IGNORED_FILES", ()),
-                      labels=_env_list("ARA_DEFAULT_LABELS", ()))
-            for d in artifact_dirs(paths)]
+def run_import(path: Path, spool_dir: Path) -> RunImport:
+    """A RunImport with ara_default's switches: ARA_IGNORED_FACTS, ARA_IGNORED_FILES, ARA_DEFAULT_LABELS."""
+    return RunImport(path, spool_dir, ignored_facts=_env_list("ARA_IGNORED_FACTS", ("ansible_env",)),
+                     ignored_files=_env_list("ARA_IGNORED_FILES", ()), labels=_env_list("ARA_DEFAULT_LABELS", ()))
 
 
-def import_and_ship(cfg: Any, imports: list[RunImport], *, follow: bool = False, ship: bool = True,
-                    poll: float = 1.0, timeout: float | None = 60.0, stall: float | None = None,
-                    report: Any = None) -> list[Any]:
-    """Import each run (again and again with follow, until its status file says it ended), shipping
-    after each pass with the flusher (oneshot: windowed, per-host order, exactly once). stall: with
-    follow, stop following a run that has had no new event for that many seconds."""
-    import asyncio
-    import time
-
-    from ara_spool.flusher import oneshot
-
-    outcomes: list[Any] = []
-    progress = {id(imp): time.monotonic() for imp in imports}
-    while True:
-        for imp in imports:
-            if not imp.done:
-                written = imp.step()
-                now = time.monotonic()
-                if written:
-                    progress[id(imp)] = now
-                elif follow and stall is not None and not imp.done and now - progress[id(imp)] > stall:
-                    # Its ansible-runner was killed (the status file says running forever), or it hangs.
-                    imp.done = imp.stalled = True
-                if report is not None:
-                    report(imp, written)
-        if ship:
-            outcomes = asyncio.run(oneshot.flush(cfg, [i.run_id for i in imports], timeout=timeout))
-            if any(o.status in ("stopped", "auth", "server") for o in outcomes):
-                return outcomes  # a signal, or nothing a retry fixes
-        if not follow or all(i.done for i in imports):
-            return outcomes
-        time.sleep(poll)
+def imports_for(paths: list[Path], spool_dir: Path, watch: bool = False) -> list[RunImport]:
+    """One RunImport per run under paths (now: the ones that appear later are --follow's)."""
+    return [run_import(d, spool_dir) for d in artifact_dirs(paths, watch)]

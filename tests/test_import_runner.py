@@ -491,3 +491,108 @@ def test_translation_of_a_prefix_is_a_prefix_and_a_lost_head_still_gives_valid_e
         assert kinds.count("task_start") == kinds.count("task_end")
         for s in out:
             schema.validate({**schema.make_event("prefix", s.kind, s.body, s.ts), "seq": 0})
+
+
+def _rows(api: AraAPI, ident: str) -> dict[str, list[int]]:
+    """The ids of every row of the run in Ara, by table (its playbooks: all labelled with its id)."""
+    [pb] = api.playbooks_for(ident)
+    out = {"playbooks": [p["id"] for p in api.playbooks_for(ident)]}
+    for table in ("plays", "tasks", "results", "hosts", "files"):
+        out[table] = sorted(r["id"] for r in api.all(table, playbook=pb["id"]))
+    return out
+
+
+def test_a_pruned_run_imported_again_creates_no_row(recorded, tmp_path, ara):
+    """`prune` removes the run's spool and checkpoint: the next import spools the run again from its
+    first event and ships it as a run this spool never shipped. The flusher finds the run's playbook
+    by its run_id label and looks every create up: Ara gets no new row."""
+    ident = "runner-pruned"
+    artifact = tmp_path / "pdd" / "artifacts" / ident
+    shutil.copytree(recorded["artifact"], artifact)
+    env = _spool_env(recorded["env"], tmp_path)
+    first = _import(env, artifact)
+    assert first.returncode == 0, first.stderr
+    before = _rows(ara, ident)
+    assert len(before["results"]) == len(recorded["import"]["results"])
+    pruned = subprocess.run([str(BIN / "ara-spool"), "prune", "--days", "0"], env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert pruned.returncode == 0 and "1 run(s) shipped and idle" in pruned.stderr, pruned.stderr
+    assert not list((tmp_path / "spool").glob(f"{ident}*"))
+    again = _import(env, artifact)
+    assert again.returncode == 0, again.stderr
+    assert f"run {ident}: {first.stderr.split(f'run {ident}: ')[1].split()[0]} new event(s)" in again.stderr
+    assert _rows(ara, ident) == before
+    assert ara.playbook_for(ident)["status"] == "failed"
+
+
+def _wait_for(check, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+def test_follow_a_private_data_dir_imports_each_new_run(recorded, tmp_path, ara):
+    """`--follow PDD` started on an empty private data dir: two ansible-runner runs made after it
+    started are each imported while they are written and land in Ara exactly; the follower keeps
+    watching after they end, SIGTERM stops it (exit 0), and an import again adds nothing."""
+    pdd = private_data_dir(tmp_path / "pdd", "slow.yml")
+    env = _spool_env(recorded["env"], tmp_path)
+    follower = subprocess.Popen([str(BIN / "ara-spool"), "import", "runner", "--follow", "--poll", "0.2", str(pdd)],
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        idents = ["runner-new-1", "runner-new-2"]
+        for ident in idents:  # one job after the other, as AWX runs them
+            run_runner(pdd, "slow.yml", ident, env)
+            _wait_for(lambda ident=ident: ara.playbooks_for(ident)
+                      and ara.playbook_for(ident)["status"] == "completed")
+        time.sleep(1)  # passes after both ended: the follower still runs, nothing more is shipped
+        assert follower.poll() is None
+        before = {ident: _rows(ara, ident) for ident in idents}
+        follower.send_signal(signal.SIGTERM)
+        _, err = follower.communicate(timeout=60)
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+    assert follower.returncode == 0, err
+    assert "stopped by signal 15" in err and "0 run(s) not ended" in err, err
+    for ident in idents:
+        assert re.search(rf"run {ident}: [1-9]\d* new event\(s\) spooled \(still running\)", err), err
+        assert re.search(rf"run {ident}: \d+ new event\(s\) spooled \(ended\)", err), err
+        in_ara = _results_in_ara(ara, ident)
+        assert sorted(in_ara) == sorted(_results_in_events(pdd / "artifacts" / ident)) and len(in_ara) == 18
+    again = _import(env, pdd)
+    assert again.returncode == 0 and again.stderr.count("0 new event(s)") == 2, again.stderr
+    assert {ident: _rows(ara, ident) for ident in idents} == before
+
+
+def test_follow_stopped_by_sigint_while_shipping_leaves_the_rest_spooled(recorded, tmp_path, ara):
+    """SIGINT while `--follow PDD` ships a run: the shipping stops with its checkpoint saved (exit 0,
+    or 3 when a request was cut short), the rest stays in the spool, and the next import ships it:
+    each result once in Ara."""
+    ident = "runner-big-stop"
+    pdd = tmp_path / "pdd"
+    big = pdd / "artifacts" / ident
+    results = enlarge(recorded["artifact"], big, blocks=150)
+    env = _spool_env(recorded["env"], tmp_path)
+    follower = subprocess.Popen([str(BIN / "ara-spool"), "import", "runner", "--follow", "--poll", "0.2", str(pdd)],
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def shipped() -> int:
+        pbs = ara.playbooks_for(ident)
+        return ara.get("results", playbook=pbs[0]["id"], limit=1)["count"] if pbs else 0
+
+    try:
+        _wait_for(lambda: shipped() > 0, timeout=60)
+        follower.send_signal(signal.SIGINT)
+        _, err = follower.communicate(timeout=60)
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+    assert follower.returncode in (0, 3) and "stopped by signal 2" in err, err
+    assert 0 < shipped() < results == 450
+    again = _import(env, pdd)
+    assert again.returncode == 0 and "0 new event(s)" in again.stderr, again.stderr
+    in_ara = _results_in_ara(ara, ident)
+    assert len(in_ara) == len(set(in_ara)) == results and sorted(in_ara) == sorted(_results_in_events(big))
+    assert ara.playbook_for(ident)["status"] == "completed"
