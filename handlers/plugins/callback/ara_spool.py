@@ -288,7 +288,7 @@ class CallbackModule(CallbackBase):
                 self.flusher_env = env
             except OSError as exc:
                 # Only claim the spool keeps events when it took them (a read-only dir takes none).
-                kept = "events stay spooled" if not self.lost else "nothing could be spooled either"
+                kept = "events stay spooled" if self.spooled else "nothing could be spooled either"
                 display.warning(f"ara-spool: cannot start the background flusher ({exc}); {kept}")
         atexit.register(self._at_exit)
         for sig in (signal.SIGTERM, signal.SIGINT):
